@@ -1,0 +1,86 @@
+"""The `pegasus-kv` command.
+
+Subcommands are added as the project grows: `onebox`, `meta`, `replica` and `bench` arrive with
+the cluster and benchmark work. Each subcommand has help text (`pegasus-kv CMD --help`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+
+from pegasus_kv import __version__
+from pegasus_kv.core.errors import PegasusError
+from pegasus_kv.core.hashing import key_hash, partition_index
+
+
+def _parse_bytes(text: str) -> bytes:
+    return text.encode("utf-8")
+
+
+def _cmd_version(args: argparse.Namespace) -> int:
+    print(f"pegasus-kv {__version__}")
+    return 0
+
+
+def _cmd_hash(args: argparse.Namespace) -> int:
+    hash_key = _parse_bytes(args.hash_key)
+    sort_key = _parse_bytes(args.sort_key)
+    index = partition_index(hash_key, sort_key, args.partition_count)
+    result = {
+        "hash_key": args.hash_key,
+        "sort_key": args.sort_key,
+        "hash": key_hash(hash_key, sort_key),
+        "partition_count": args.partition_count,
+        "partition_index": index,
+    }
+    if args.json:
+        print(json.dumps(result))
+    else:
+        for name, value in result.items():
+            print(f"{name:<16} {value}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="pegasus-kv",
+        description="pegasus-kv: a distributed, strongly consistent key-value store (Pegasus-compatible).",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    version = sub.add_parser("version", help="print the version")
+    version.set_defaults(func=_cmd_version)
+
+    hash_cmd = sub.add_parser(
+        "hash",
+        help="show the CRC-64/NVME hash and partition of a key",
+        description="Show which partition a key routes to (hash of hash_key, or of sort_key when "
+        "hash_key is empty), as the client computes it.",
+    )
+    hash_cmd.add_argument("hash_key", help="the hash key (UTF-8 text)")
+    hash_cmd.add_argument("sort_key", nargs="?", default="", help="the sort key (UTF-8 text)")
+    hash_cmd.add_argument(
+        "-p", "--partition-count", type=int, default=8, help="the table's partition count (power of two)"
+    )
+    hash_cmd.add_argument("--json", action="store_true", help="print JSON")
+    hash_cmd.set_defaults(func=_cmd_hash)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        code: int = args.func(args)
+    except PegasusError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

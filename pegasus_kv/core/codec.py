@@ -1,0 +1,150 @@
+"""The frame codec of the wire protocol (DESIGN.md section 6).
+
+A frame is `u32 BE length | payload`; the payload is a msgpack array
+`[request_id, kind, type_id, gpid | nil, body]` where body is the msgpack encoding of a registered
+message (core/registry.py). Requests and replies share one connection and are matched by
+request id, so replies may come back in any order.
+
+Decoding is strict: an over-long or empty frame, bytes that are not msgpack, an unknown type id or
+a body that does not match its type raise CodecError, and nothing else. A connection that produced
+a CodecError is no longer in sync and must be closed (by the transport, not by this module).
+"""
+
+from __future__ import annotations
+
+import enum
+import struct
+from collections.abc import Iterator
+from typing import Any
+
+import msgspec
+
+from pegasus_kv.core.errors import CodecError
+from pegasus_kv.core.ids import Gpid
+from pegasus_kv.core.registry import Message, message_type, type_id_of
+
+# One frame may carry a 1 MB write plus its keys, a batch of scan rows or a chunk of a checkpoint
+# file during learning; 16 MiB bounds all of them and keeps a hostile peer from making us buffer
+# more than that per connection.
+DEFAULT_MAX_FRAME_BYTES = 16 * 1024 * 1024
+_LENGTH = struct.Struct(">I")
+LENGTH_BYTES = _LENGTH.size
+
+
+class FrameKind(enum.IntEnum):
+    REQUEST = 0
+    RESPONSE = 1
+    ONEWAY = 2  # no reply expected
+
+
+class Frame(msgspec.Struct, array_like=True):
+    request_id: int
+    kind: FrameKind
+    type_id: int
+    gpid: Gpid | None
+    body: msgspec.Raw
+
+
+class Decoded(msgspec.Struct, frozen=True):
+    """A decoded frame: who it answers or asks, and its message."""
+
+    request_id: int
+    kind: FrameKind
+    gpid: Gpid | None
+    message: Message
+
+
+_encoder = msgspec.msgpack.Encoder()
+_frame_decoder = msgspec.msgpack.Decoder(Frame)
+_body_decoders: dict[int, msgspec.msgpack.Decoder[Any]] = {}
+
+
+def _body_decoder(type_id: int) -> msgspec.msgpack.Decoder[Any]:
+    decoder = _body_decoders.get(type_id)
+    if decoder is None:
+        cls = message_type(type_id)
+        if cls is None:
+            raise CodecError(f"unknown message type id {type_id}")
+        decoder = _body_decoders[type_id] = msgspec.msgpack.Decoder(cls)
+    return decoder
+
+
+def encode_payload(message: Message, *, request_id: int, kind: FrameKind, gpid: Gpid | None = None) -> bytes:
+    try:
+        body = _encoder.encode(message)
+        return _encoder.encode(Frame(request_id, kind, type_id_of(type(message)), gpid, msgspec.Raw(body)))
+    except (msgspec.EncodeError, OverflowError, TypeError) as exc:
+        # e.g. an integer outside the 64-bit range msgpack can carry
+        raise CodecError(f"cannot encode {type(message).__name__}: {exc}") from exc
+
+
+def encode_frame(
+    message: Message,
+    *,
+    request_id: int,
+    kind: FrameKind,
+    gpid: Gpid | None = None,
+    max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
+) -> bytes:
+    """The bytes to write for one message. Raises CodecError if it would exceed the frame limit."""
+    payload = encode_payload(message, request_id=request_id, kind=kind, gpid=gpid)
+    if len(payload) > max_frame_bytes:
+        raise CodecError(f"frame of {len(payload)} bytes exceeds the {max_frame_bytes}-byte limit")
+    return _LENGTH.pack(len(payload)) + payload
+
+
+def decode_payload(payload: bytes | memoryview) -> Decoded:
+    """Decode one frame's payload (without its length prefix)."""
+    try:
+        frame = _frame_decoder.decode(payload)
+        message = _body_decoder(frame.type_id).decode(frame.body)
+    except CodecError:
+        raise
+    except (msgspec.DecodeError, ValueError, TypeError, OverflowError, RecursionError) as exc:
+        raise CodecError(f"malformed frame: {exc}") from exc
+    if frame.request_id < 0:
+        raise CodecError(f"negative request id {frame.request_id}")
+    return Decoded(frame.request_id, frame.kind, frame.gpid, message)
+
+
+class FrameDecoder:
+    """Incremental decoder for a byte stream: feed what the socket gave, get whole frames back.
+
+    Buffers at most one frame (bounded by max_frame_bytes) plus what arrived after it.
+    """
+
+    def __init__(self, max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES) -> None:
+        self._max = max_frame_bytes
+        self._buffer = bytearray()
+        self._failed = False
+
+    @property
+    def buffered_bytes(self) -> int:
+        return len(self._buffer)
+
+    def feed(self, data: bytes) -> list[Decoded]:
+        return list(self.iter_feed(data))
+
+    def iter_feed(self, data: bytes) -> Iterator[Decoded]:
+        if self._failed:
+            raise CodecError("stream is out of sync after an earlier bad frame")
+        self._buffer += data
+        buffer = self._buffer
+        offset = 0
+        try:
+            while len(buffer) - offset >= LENGTH_BYTES:
+                (length,) = _LENGTH.unpack_from(buffer, offset)
+                if length == 0 or length > self._max:
+                    raise CodecError(f"frame length {length} is outside 1..{self._max}")
+                end = offset + LENGTH_BYTES + length
+                if end > len(buffer):
+                    break
+                payload = bytes(buffer[offset + LENGTH_BYTES : end])
+                offset = end
+                yield decode_payload(payload)
+        except CodecError:
+            self._failed = True
+            raise
+        finally:
+            if offset:
+                del buffer[:offset]

@@ -1,0 +1,54 @@
+"""CRC-64/NVME and the partition of a key (DESIGN.md section 3).
+
+CRC-64/NVME: reflected polynomial 0x9a6c9329ac4bc9b5, init and final xor all ones
+(check value for b"123456789" is 0xae8b14860a799888). Pegasus routes by this hash of the
+hash_key, or of the sort_key when the hash_key is empty.
+"""
+
+from __future__ import annotations
+
+from pegasus_kv.core.errors import InvalidArgumentError
+
+_POLY_REFLECTED = 0x9A6C9329AC4BC9B5
+_MASK = 0xFFFF_FFFF_FFFF_FFFF
+
+
+def _make_table() -> tuple[int, ...]:
+    table = []
+    for byte in range(256):
+        crc = byte
+        for _ in range(8):
+            crc = (crc >> 1) ^ _POLY_REFLECTED if crc & 1 else crc >> 1
+        table.append(crc)
+    return tuple(table)
+
+
+_TABLE = _make_table()
+
+
+def crc64_nvme(data: bytes, crc: int = 0) -> int:
+    """CRC-64/NVME of `data`; pass a previous result as `crc` to continue over more data."""
+    table = _TABLE
+    value = crc ^ _MASK
+    for byte in data:
+        value = table[(value ^ byte) & 0xFF] ^ (value >> 8)
+    return value ^ _MASK
+
+
+def is_power_of_two(n: int) -> bool:
+    return n > 0 and n & (n - 1) == 0
+
+
+def check_partition_count(partition_count: int) -> None:
+    if not is_power_of_two(partition_count):
+        raise InvalidArgumentError(f"partition count must be a power of two, got {partition_count}")
+
+
+def key_hash(hash_key: bytes, sort_key: bytes = b"") -> int:
+    """The routing hash of a record: of hash_key, or of sort_key when hash_key is empty."""
+    return crc64_nvme(hash_key if hash_key else sort_key)
+
+
+def partition_index(hash_key: bytes, sort_key: bytes, partition_count: int) -> int:
+    check_partition_count(partition_count)
+    return key_hash(hash_key, sort_key) & (partition_count - 1)

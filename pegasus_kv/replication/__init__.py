@@ -1,0 +1,1 @@
+"""Replication: the pure PacificA cores (pacifica/) and the server runtimes that drive them."""
