@@ -1,0 +1,1 @@
+"""Meta server runtime: meta stores (local file, ZooKeeper) and the I/O around the pure meta core."""

@@ -1,0 +1,451 @@
+"""The synchronous half of the mutation log: segment files, replay, reads and garbage collection.
+
+Every method blocks on the disk, so the async `MutationLog` calls them from a worker thread; a lock
+serialises them (the group-commit writer runs at most one batch at a time, reads and garbage
+collection may come from other tasks). Properties are plain attribute reads, safe from the loop.
+
+Durability (pacifica.md, "Log and checkpoints"): a record is acknowledged only after the fsync that
+the policy asks for. A crash mid-write leaves a torn record at the very tail; replay truncates it
+because it was never acknowledged. A bad record with valid records after it is not a crash
+artifact (a process crash cannot reorder writes that already reached the page cache, and segment
+rotation fsyncs the old segment first), so replay refuses to guess and raises StorageError. After
+a power loss under policy `none`, anything unsynced may be lost or mangled: that policy is for
+tests and for operators who accept it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import fcntl
+import functools
+import itertools
+import os
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from pegasus_kv.core.errors import StorageError
+from pegasus_kv.core.mutation import Mutation
+from pegasus_kv.replication.replica.invariants import invariant
+from pegasus_kv.replication.replica.log_index import LiveIndex, Location
+from pegasus_kv.replication.replica.log_record import (
+    decode_record,
+    find_valid_record,
+    parse_record_at,
+    scan_records,
+)
+from pegasus_kv.replication.replica.log_segment import (
+    Segment,
+    fsync_directory,
+    parse_segment_file_name,
+    read_exactly,
+    segment_file_name,
+    write_all,
+)
+
+LOCK_FILE_NAME = "LOCK"
+
+
+class FsyncPolicy(enum.StrEnum):
+    GROUP = "group"  # one fsync per batch of appends; each append is acknowledged after it
+    ALWAYS = "always"  # one fsync per append
+    NONE = "none"  # never fsync: acknowledged once written to the OS (lost on power failure)
+
+
+@dataclasses.dataclass(slots=True)
+class LogCounters:
+    """Monotonic counters for metrics; read a copy with `snapshot()`."""
+
+    appended_records: int = 0
+    appended_bytes: int = 0
+    batches: int = 0
+    fsyncs: int = 0  # of segment files (directory fsyncs are counted apart)
+    fsync_ns_total: int = 0
+    fsync_ns_max: int = 0
+    directory_fsyncs: int = 0
+    segments_created: int = 0
+    segments_deleted: int = 0
+    superseded_records: int = 0  # discarded by rule 3 of the supersede rule (log_index.py)
+    torn_tail_bytes_truncated: int = 0  # by the replay at open
+    read_records: int = 0
+    read_bytes: int = 0
+
+    def snapshot(self) -> LogCounters:
+        return dataclasses.replace(self)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class EncodedMutation:
+    """A mutation with its record bytes (encoded on the event loop, written in the worker thread)."""
+
+    mutation: Mutation
+    record: bytes
+
+
+def _same_mutation(a: Mutation, b: Mutation) -> bool:
+    """Same content, whatever the ballot: what a re-prepare under a new ballot looks like."""
+    return (
+        a.decree == b.decree
+        and a.timestamp_us == b.timestamp_us
+        and a.cluster_id == b.cluster_id
+        and (a.writes == b.writes)
+    )
+
+
+def _itself(mutation: Mutation) -> Mutation:
+    return mutation
+
+
+class SegmentedLog:
+    """A directory of segment files holding one replica's mutation log."""
+
+    def __init__(self, directory: Path, segment_bytes: int, fsync_policy: FsyncPolicy, lock_fd: int) -> None:
+        invariant(segment_bytes > 0, "segment_bytes must be positive")
+        self.directory = directory
+        self.segment_bytes = segment_bytes
+        self.fsync_policy = fsync_policy
+        self.counters = LogCounters()
+        self._lock_fd: int | None = lock_fd
+        self._lock = threading.Lock()
+        self._index = LiveIndex()
+        self._segments: list[Segment] = []
+        self._readers: dict[int, int] = {}  # segment seq -> read-only fd
+        self._active_fd: int | None = None  # the last segment, opened for append
+        self._unsynced_bytes = 0
+        self._size_bytes = 0
+        self._failed: str | None = None
+
+    # --- open and replay ------------------------------------------------------------------------
+
+    @classmethod
+    def open(cls, directory: Path, segment_bytes: int, fsync_policy: FsyncPolicy) -> SegmentedLog:
+        """Open (creating if needed) the log in `directory` and replay it into the index.
+
+        Truncates a torn tail; raises StorageError for a damaged record followed by valid ones, and
+        when another process holds the directory.
+        """
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+            lock_fd = os.open(directory / LOCK_FILE_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise StorageError(f"cannot open mutation log directory {directory}: {exc}") from exc
+        try:
+            fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            os.close(lock_fd)
+            raise StorageError(f"mutation log {directory} is in use by another process") from exc
+        log = cls(directory, segment_bytes, fsync_policy, lock_fd)
+        try:
+            log._replay()
+        except BaseException:
+            log._close_files()
+            raise
+        return log
+
+    def _replay(self) -> None:
+        try:
+            found: list[Segment] = []
+            for entry in self.directory.iterdir():
+                parsed = parse_segment_file_name(entry.name)
+                if parsed is not None:
+                    found.append(Segment(seq=parsed[0], first_decree=parsed[1], path=entry))
+        except OSError as exc:
+            raise StorageError(f"cannot list mutation log {self.directory}: {exc}") from exc
+        found.sort(key=lambda segment: segment.seq)
+        for previous, segment in itertools.pairwise(found):
+            if previous.seq == segment.seq:
+                raise StorageError(f"two segments with sequence number {segment.seq} in {self.directory}")
+        for position, segment in enumerate(found):
+            data = self._read_whole(segment.path)
+            self._segments.append(segment)
+            records, valid_end = scan_records(data)
+            for record in records:
+                if record.decree <= 0 or record.ballot < self._index.max_ballot:
+                    raise StorageError(
+                        f"{segment.path} offset {record.offset}: record of ballot {record.ballot} decree "
+                        f"{record.decree} after ballot {self._index.max_ballot}: the log is inconsistent"
+                    )
+                segment.note_record(record.decree, record.size_bytes)
+                self._size_bytes += record.size_bytes
+                location = Location(record.ballot, segment.seq, record.offset, record.size_bytes)
+                raw = data[record.offset : record.offset + record.size_bytes]
+                where = f"{segment.path} offset {record.offset}"
+                # Decoded only if the supersede rule needs to compare it with an earlier record.
+                self._take_into_index(record.decree, location, functools.partial(decode_record, raw, where))
+            if valid_end < len(data):
+                self._truncate_torn_tail(found, position, data, valid_end)
+                break
+        for segment in [s for s in self._segments if s.size_bytes == 0]:
+            self._delete_segment_file(segment)  # created just before a crash, never written
+        self._segments = [s for s in self._segments if s.size_bytes > 0]
+        if self._segments:
+            active = self._segments[-1]
+            try:
+                self._active_fd = os.open(active.path, os.O_WRONLY | os.O_APPEND)
+            except OSError as exc:
+                raise StorageError(f"cannot open {active.path} for append: {exc}") from exc
+
+    def _truncate_torn_tail(self, found: list[Segment], position: int, data: bytes, valid_end: int) -> None:
+        segment = found[position]
+        if find_valid_record(data, valid_end) is not None:
+            raise StorageError(
+                f"{segment.path}: damaged record at offset {valid_end} is followed by valid records; "
+                "refusing to drop acknowledged mutations"
+            )
+        later = found[position + 1 :]
+        for other in later:
+            if find_valid_record(self._read_whole(other.path), 0) is not None:
+                raise StorageError(
+                    f"{segment.path}: damaged record at offset {valid_end} is followed by valid records "
+                    f"in {other.path}; refusing to drop acknowledged mutations"
+                )
+        torn_bytes = len(data) - valid_end
+        try:
+            with open(segment.path, "r+b") as handle:
+                handle.truncate(valid_end)
+                handle.flush()
+                os.fsync(handle.fileno())
+        except OSError as exc:
+            raise StorageError(f"cannot truncate the torn tail of {segment.path}: {exc}") from exc
+        for other in later:
+            torn_bytes += other.path.stat().st_size
+            self._delete_segment_file(other)
+        self.counters.torn_tail_bytes_truncated += torn_bytes
+        self._fsync_directory()
+
+    def _read_whole(self, path: Path) -> bytes:
+        try:
+            return path.read_bytes()
+        except OSError as exc:
+            raise StorageError(f"cannot read {path}: {exc}") from exc
+
+    # --- properties -----------------------------------------------------------------------------
+
+    @property
+    def first_decree(self) -> int:
+        return self._index.first_decree
+
+    @property
+    def last_decree(self) -> int:
+        return self._index.last_decree
+
+    @property
+    def max_ballot(self) -> int:
+        return self._index.max_ballot
+
+    @property
+    def size_bytes(self) -> int:
+        return self._size_bytes
+
+    @property
+    def segment_count(self) -> int:
+        return len(self._segments)
+
+    # --- writing --------------------------------------------------------------------------------
+
+    def write_batch(self, batch: Sequence[EncodedMutation]) -> None:
+        """Write a batch in order and fsync it as the policy says; returns once it is acknowledgeable.
+
+        Any I/O error leaves the files in an unknown state (after a failed fsync the kernel may have
+        dropped the dirty pages), so the log fails for good and every later call raises.
+        """
+        with self._lock:
+            self._check_usable()
+            try:
+                placed = self._write_and_sync(batch)
+            except OSError as exc:
+                self._failed = f"write failed: {exc}"
+                raise StorageError(f"mutation log {self.directory}: {self._failed}") from exc
+            for item, location in placed:
+                self._take_into_index(
+                    item.mutation.decree, location, functools.partial(_itself, item.mutation)
+                )
+            self.counters.batches += 1
+            self.counters.appended_records += len(batch)
+
+    def _write_and_sync(self, batch: Sequence[EncodedMutation]) -> list[tuple[EncodedMutation, Location]]:
+        placed: list[tuple[EncodedMutation, Location]] = []
+        buffered: list[bytes] = []
+        for item in batch:
+            size = len(item.record)
+            active = self._segments[-1] if self._active_fd is not None else None
+            if active is None or (active.size_bytes > 0 and active.size_bytes + size > self.segment_bytes):
+                self._write_buffered(buffered)
+                active = self._rotate(item.mutation.decree)
+            placed.append((item, Location(item.mutation.ballot, active.seq, active.size_bytes, size)))
+            active.note_record(item.mutation.decree, size)
+            buffered.append(item.record)
+            if self.fsync_policy is FsyncPolicy.ALWAYS:
+                self._write_buffered(buffered)
+                self._fsync_active()
+        self._write_buffered(buffered)
+        if self.fsync_policy is FsyncPolicy.GROUP:
+            self._fsync_active()
+        return placed
+
+    def _write_buffered(self, buffered: list[bytes]) -> None:
+        if not buffered:
+            return
+        invariant(self._active_fd is not None, "writing with no active segment")
+        assert self._active_fd is not None  # for the type checker; the invariant above holds under -O
+        data = b"".join(buffered) if len(buffered) > 1 else buffered[0]
+        buffered.clear()
+        write_all(self._active_fd, data)
+        self._unsynced_bytes += len(data)
+        self._size_bytes += len(data)
+        self.counters.appended_bytes += len(data)
+
+    def _fsync_active(self) -> None:
+        if self._active_fd is None or self._unsynced_bytes == 0:
+            return
+        started_ns = time.perf_counter_ns()
+        os.fsync(self._active_fd)
+        elapsed_ns = time.perf_counter_ns() - started_ns
+        self._unsynced_bytes = 0
+        self.counters.fsyncs += 1
+        self.counters.fsync_ns_total += elapsed_ns
+        self.counters.fsync_ns_max = max(self.counters.fsync_ns_max, elapsed_ns)
+
+    def _rotate(self, first_decree: int) -> Segment:
+        """Close the active segment (durable first, so only the newest segment can have a torn tail)."""
+        if self._active_fd is not None:
+            if self.fsync_policy is not FsyncPolicy.NONE:
+                self._fsync_active()
+            os.close(self._active_fd)
+            self._active_fd = None
+        seq = self._segments[-1].seq + 1 if self._segments else 1
+        path = self.directory / segment_file_name(seq, first_decree)
+        self._active_fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL, 0o644)
+        self._unsynced_bytes = 0
+        segment = Segment(seq=seq, first_decree=first_decree, path=path)
+        self._segments.append(segment)
+        self.counters.segments_created += 1
+        if self.fsync_policy is not FsyncPolicy.NONE:
+            self._fsync_directory()
+        return segment
+
+    def _take_into_index(self, decree: int, location: Location, new_mutation: Callable[[], Mutation]) -> None:
+        def same_mutation(earlier: Location) -> bool:
+            return _same_mutation(self._read_mutation(earlier), new_mutation())
+
+        discarded = self._index.record(decree, location, same_mutation)
+        self.counters.superseded_records += len(discarded)
+
+    # --- reading --------------------------------------------------------------------------------
+
+    def read(self, from_decree: int, to_decree: int, max_bytes: int) -> list[Mutation]:
+        """Live mutations with from_decree <= decree <= to_decree, ascending, within max_bytes.
+
+        At least one mutation is returned when any is in range, even one larger than max_bytes, so a
+        reader always makes progress; it continues from the last decree returned plus one. Decrees
+        missing from the log (collected, or never logged) are skipped: compare with first_decree.
+        """
+        invariant(max_bytes > 0, "max_bytes must be positive")
+        with self._lock:
+            mutations: list[Mutation] = []
+            total_bytes = 0
+            for decree in self._index.decrees_between(from_decree, to_decree):
+                location = self._index.get(decree)
+                invariant(location is not None, f"decree {decree} listed but not indexed")
+                assert location is not None
+                if mutations and total_bytes + location.size_bytes > max_bytes:
+                    break
+                mutations.append(self._read_mutation(location))
+                total_bytes += location.size_bytes
+            self.counters.read_records += len(mutations)
+            self.counters.read_bytes += total_bytes
+            return mutations
+
+    def _read_mutation(self, location: Location) -> Mutation:
+        segment_fd = self._reader(location.segment_seq)
+        where = f"{self.directory} segment {location.segment_seq} offset {location.offset}"
+        try:
+            data = read_exactly(segment_fd, location.size_bytes, location.offset)
+        except OSError as exc:
+            raise StorageError(f"{where}: read failed: {exc}") from exc
+        if parse_record_at(data, 0) is None:  # checksummed again: the disk may have rotted since replay
+            raise StorageError(f"{where}: record fails its checksum")
+        return decode_record(data, where)
+
+    def _reader(self, segment_seq: int) -> int:
+        segment_fd = self._readers.get(segment_seq)
+        if segment_fd is None:
+            segment = next((s for s in self._segments if s.seq == segment_seq), None)
+            invariant(segment is not None, f"segment {segment_seq} is not in the log")
+            assert segment is not None
+            try:
+                segment_fd = os.open(segment.path, os.O_RDONLY)
+            except OSError as exc:
+                raise StorageError(f"cannot open {segment.path}: {exc}") from exc
+            self._readers[segment_seq] = segment_fd
+        return segment_fd
+
+    # --- garbage collection ---------------------------------------------------------------------
+
+    def gc(self, below_decree: int) -> int:
+        """Delete the oldest segments whose every record has a decree below `below_decree`.
+
+        Only a prefix of segments goes, and never the active one. A prefix is what keeps replay
+        faithful: whether a record is live depends only on records logged after it, which all lie
+        in the same or later segments. Returns the number of segments deleted.
+        """
+        with self._lock:
+            self._check_usable()
+            doomed: list[Segment] = []
+            for segment in self._segments[:-1]:
+                if segment.max_decree >= below_decree:
+                    break
+                doomed.append(segment)
+            for segment in doomed:
+                self._delete_segment_file(segment)
+                self._size_bytes -= segment.size_bytes
+            self._segments = self._segments[len(doomed) :]
+            self._index.forget_segments({segment.seq for segment in doomed})
+            if doomed and self.fsync_policy is not FsyncPolicy.NONE:
+                self._fsync_directory()
+            return len(doomed)
+
+    def _delete_segment_file(self, segment: Segment) -> None:
+        reader = self._readers.pop(segment.seq, None)
+        if reader is not None:
+            os.close(reader)
+        try:
+            segment.path.unlink(missing_ok=True)
+        except OSError as exc:
+            raise StorageError(f"cannot delete {segment.path}: {exc}") from exc
+        self.counters.segments_deleted += 1
+
+    # --- closing --------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Make everything written durable (unless the policy is `none`) and release the directory."""
+        with self._lock:
+            try:
+                if self._failed is None and self.fsync_policy is not FsyncPolicy.NONE:
+                    self._fsync_active()
+            except OSError as exc:
+                raise StorageError(f"mutation log {self.directory}: final fsync failed: {exc}") from exc
+            finally:
+                self._close_files()
+                self._failed = self._failed or "closed"
+
+    def _close_files(self) -> None:
+        for segment_fd in self._readers.values():
+            os.close(segment_fd)
+        self._readers.clear()
+        if self._active_fd is not None:
+            os.close(self._active_fd)
+            self._active_fd = None
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # releases the flock
+            self._lock_fd = None
+
+    def _check_usable(self) -> None:
+        if self._failed is not None:
+            raise StorageError(f"mutation log {self.directory} is unusable: {self._failed}")
+
+    def _fsync_directory(self) -> None:
+        fsync_directory(self.directory)
+        self.counters.directory_fsyncs += 1

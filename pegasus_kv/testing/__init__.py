@@ -1,0 +1,1 @@
+"""Test harness shipped with the package: history checkers, cluster launchers, fault injection."""
