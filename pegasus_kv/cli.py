@@ -44,6 +44,12 @@ def _cmd_hash(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from pegasus_kv.demo import run_demo
+
+    return run_demo(args.data_dir)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="pegasus-kv",
@@ -68,6 +74,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     hash_cmd.add_argument("--json", action="store_true", help="print JSON")
     hash_cmd.set_defaults(func=_cmd_hash)
+
+    demo = sub.add_parser(
+        "demo",
+        help="apply and read back a few writes on one local partition store",
+        description="Open a RocksDB partition store, apply mutations, read them back with the data "
+        "API, checkpoint and reopen. Uses a temporary directory unless --data-dir is given.",
+    )
+    demo.add_argument("--data-dir", help="directory to keep the store in (default: a temporary one)")
+    demo.set_defaults(func=_cmd_demo)
     return parser
 
 
