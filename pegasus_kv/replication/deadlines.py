@@ -1,0 +1,79 @@
+"""Call timeouts grouped into ticks, so that a call does not pay for a timer of its own.
+
+A connection sends tens of thousands of calls a second and nearly all of them are answered long
+before their timeout. One `loop.call_later` per call (and its cancel) was about 15% of an echo
+round trip, so calls share timers instead: a deadline is rounded up to the next tick (5 ms by
+default), every tick that holds calls gets one timer, and a call that finishes early only leaves
+its tick's dict. A timeout therefore fires up to one tick late, never early.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections.abc import Callable
+
+from pegasus_kv.core.errors import InvalidArgumentError
+
+DEFAULT_TICK_S = 0.005
+
+
+class Deadlines:
+    """Deadlines of keyed calls; `on_expired(key, timeout_s)` runs for each one still registered."""
+
+    __slots__ = ("_loop", "_on_expired", "_tick_s", "_ticks", "_timers")
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        on_expired: Callable[[int, float], None],
+        *,
+        tick_s: float = DEFAULT_TICK_S,
+    ) -> None:
+        if not (tick_s > 0 and math.isfinite(tick_s)):
+            raise InvalidArgumentError(f"tick_s must be a positive number of seconds, got {tick_s!r}")
+        self._loop = loop
+        self._on_expired = on_expired
+        self._tick_s = tick_s
+        # tick -> {key: timeout_s}; a tick stays (maybe empty) until its timer fires: re-arming a
+        # timer each time a tick empties and refills would cost what this class saves.
+        self._ticks: dict[int, dict[int, float]] = {}
+        self._timers: dict[int, asyncio.TimerHandle] = {}
+
+    def add(self, key: int, timeout_s: float) -> int:
+        """Register a deadline timeout_s from now; returns the tick to pass to `discard`."""
+        deadline = self._loop.time() + timeout_s
+        tick = math.ceil(deadline / self._tick_s)
+        if tick * self._tick_s < deadline:  # the division rounded down by an ulp
+            tick += 1
+        keys = self._ticks.get(tick)
+        if keys is None:
+            keys = self._ticks[tick] = {}
+            self._timers[tick] = self._loop.call_at(tick * self._tick_s, self._fire, tick)
+        keys[key] = timeout_s
+        return tick
+
+    def discard(self, key: int, tick: int) -> None:
+        """The call finished (or expired): forget its deadline. Unknown keys are ignored."""
+        keys = self._ticks.get(tick)
+        if keys is not None:
+            keys.pop(key, None)
+
+    @property
+    def armed_timers(self) -> int:
+        return len(self._timers)
+
+    def close(self) -> None:
+        """Cancel every timer; later `add`s still work (a closed connection rejects calls first)."""
+        for timer in self._timers.values():
+            timer.cancel()
+        self._timers.clear()
+        self._ticks.clear()
+
+    def _fire(self, tick: int) -> None:
+        self._timers.pop(tick, None)
+        keys = self._ticks.pop(tick, None)
+        if not keys:
+            return
+        for key, timeout_s in keys.items():
+            self._on_expired(key, timeout_s)
