@@ -158,3 +158,14 @@ def test_encoding_refuses_integers_outside_the_wire_range_and_oversized_frames()
             kind=codec.FrameKind.REQUEST,
             max_frame_bytes=100,
         )
+
+
+@given(st.builds(m.SetRequest, st.binary(max_size=30), st.binary(max_size=30), st.binary(max_size=300)))
+def test_single_pass_encoding_matches_the_frame_struct_layout(request: m.SetRequest) -> None:
+    body = msgspec.msgpack.encode(request)
+    expected = msgspec.msgpack.encode(
+        codec.Frame(5, codec.FrameKind.REQUEST, 1, Gpid(3, 4), msgspec.Raw(body))
+    )
+    assert (
+        codec.encode_payload(request, request_id=5, kind=codec.FrameKind.REQUEST, gpid=Gpid(3, 4)) == expected
+    )
