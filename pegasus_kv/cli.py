@@ -50,6 +50,18 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(args.data_dir)
 
 
+def _cmd_replica(args: argparse.Namespace) -> int:
+    from pegasus_kv.replication.replica.main import run_replica  # the server stack loads only when asked
+
+    return run_replica(args.config)
+
+
+def _cmd_meta(args: argparse.Namespace) -> int:
+    from pegasus_kv.replication.meta.main import run_meta  # the server stack loads only when asked
+
+    return run_meta(args.config)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="pegasus-kv",
@@ -83,6 +95,28 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--data-dir", help="directory to keep the store in (default: a temporary one)")
     demo.set_defaults(func=_cmd_demo)
+
+    meta = sub.add_parser(
+        "meta",
+        help="run a meta server",
+        description="Run one meta server until SIGTERM or SIGINT. The TOML file is described in "
+        "pegasus_kv/replication/meta/config.py; PEGASUS_KV_META__<KEY> (and PEGASUS_KV_META__STORE__<KEY>) "
+        "environment variables override its keys. Exit status: 0 after a clean shutdown, 1 on failure, "
+        "2 for an invalid configuration.",
+    )
+    meta.add_argument("--config", required=True, metavar="FILE", help="the meta server's TOML file")
+    meta.set_defaults(func=_cmd_meta)
+
+    replica = sub.add_parser(
+        "replica",
+        help="run a replica server",
+        description="Run one replica server until SIGTERM or SIGINT. The TOML file is described in "
+        "pegasus_kv/replication/replica/config.py; PEGASUS_KV_REPLICA__<KEY> (and "
+        "PEGASUS_KV_REPLICA__LOG__<KEY>, PEGASUS_KV_REPLICA__STORE__<KEY>) environment variables override "
+        "its keys. Exit status: 0 after a clean shutdown, 1 on failure, 2 for an invalid configuration.",
+    )
+    replica.add_argument("--config", required=True, metavar="FILE", help="the replica server's TOML file")
+    replica.set_defaults(func=_cmd_replica)
     return parser
 
 
