@@ -1,0 +1,207 @@
+"""The prepare list: the mutations one replica holds around its commit point, in decree order.
+
+PacificA calls it the prepared list: every mutation a replica prepared and may still need. It is a
+contiguous run of decrees [start_decree, max_decree] with a commit point inside:
+
+- entries up to `last_committed_decree` are committed; they stay as a cache that learners can copy
+  ("learn from cache", Pegasus) until room is needed, then the oldest are evicted;
+- entries after it are prepared, not (known to be) committed; they are never evicted, so at most
+  `capacity` of them exist (Pegasus max_mutation_count_in_prepare_list, 110).
+
+Invariants (checked on every change): decrees are contiguous; one (ballot, decree) names one
+mutation; an entry is replaced only by a higher ballot (see prepare() for what that drops);
+start_decree - 1 <= last_committed_decree <= max_decree.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterable
+
+from pegasus_kv.core.mutation import Mutation
+from pegasus_kv.replication.pacifica.invariant import require
+
+
+def same_mutation(a: Mutation, b: Mutation) -> bool:
+    """The same mutation, whatever ballot each copy carries (a re-prepare only re-brands it)."""
+    return (
+        a.decree == b.decree
+        and a.timestamp_us == b.timestamp_us
+        and a.cluster_id == b.cluster_id
+        and a.writes == b.writes
+    )
+
+
+class PrepareList:
+    def __init__(self, capacity: int, last_committed_decree: int = 0) -> None:
+        require(capacity >= 1, f"prepare list capacity {capacity} must be positive")
+        require(last_committed_decree >= 0, f"negative committed decree {last_committed_decree}")
+        self.capacity = capacity
+        self._entries: deque[Mutation] = deque()
+        # Decree of _entries[0]; when empty, the decree the next entry must have.
+        self._first = last_committed_decree + 1
+        self._last_committed = last_committed_decree
+
+    # --- reading ------------------------------------------------------------------------------
+
+    @property
+    def last_committed_decree(self) -> int:
+        return self._last_committed
+
+    @property
+    def start_decree(self) -> int:
+        """The smallest decree held (last_committed_decree + 1 when nothing is held)."""
+        return self._first
+
+    @property
+    def max_decree(self) -> int:
+        """The largest decree prepared (the commit point when nothing after it is held)."""
+        return self._first + len(self._entries) - 1 if self._entries else self._last_committed
+
+    @property
+    def uncommitted_count(self) -> int:
+        return self.max_decree - self._last_committed
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, decree: int) -> Mutation | None:
+        index = decree - self._first
+        if 0 <= index < len(self._entries):
+            return self._entries[index]
+        return None
+
+    def has_room_for(self, decree: int) -> bool:
+        """Whether a mutation at `decree` would keep the uncommitted part within capacity."""
+        return decree - self._last_committed <= self.capacity
+
+    def entries(self, from_decree: int, to_decree: int) -> list[Mutation]:
+        """Held mutations with from_decree <= decree <= to_decree (the caller checks they are held)."""
+        require(from_decree >= self._first, f"decree {from_decree} is below the prepare list {self._first}")
+        require(to_decree <= self.max_decree, f"decree {to_decree} is beyond the prepare list")
+        return [self._entries[d - self._first] for d in range(from_decree, to_decree + 1)]
+
+    def uncommitted(self) -> list[Mutation]:
+        return self.entries(self._last_committed + 1, self.max_decree) if self.uncommitted_count else []
+
+    # --- changing -----------------------------------------------------------------------------
+
+    def prepare(self, mutation: Mutation) -> bool:
+        """Hold `mutation` at its decree; returns False when the very same entry is already held.
+
+        The decree must be uncommitted and at most max_decree + 1. An entry already held at that
+        decree with a lower ballot is replaced:
+        - by the same mutation re-branded under a newer ballot (a new primary re-prepares its tail):
+          only the ballot changes, and every entry after it stays; some of them may be committed
+          already, and the new primary will re-prepare them in turn;
+        - by a different mutation: then the held one was never committed (a new primary holds every
+          committed decree), nor was anything after it, so they are all dropped (PacificA
+          reconciliation: secondaries drop what the new primary does not have).
+        """
+        decree = mutation.decree
+        require(decree > self._last_committed, f"decree {decree} is already committed")
+        require(decree <= self.max_decree + 1, f"decree {decree} leaves a gap after {self.max_decree}")
+        require(self.has_room_for(decree), f"decree {decree} exceeds the prepare list capacity")
+        existing = self.get(decree)
+        if existing is None:
+            self._entries.append(mutation)
+            self._evict()
+            self._check()
+            return True
+        require(
+            mutation.ballot >= existing.ballot,
+            f"decree {decree}: ballot {mutation.ballot} would replace newer ballot {existing.ballot}",
+        )
+        if mutation.ballot == existing.ballot:
+            # One primary assigns each decree once per ballot: same (ballot, decree), same mutation.
+            require(
+                existing == mutation, f"two different mutations at ballot {mutation.ballot} decree {decree}"
+            )
+            return False
+        if same_mutation(existing, mutation):
+            self._entries[decree - self._first] = mutation
+        else:
+            self._truncate_from(decree)
+            self._entries.append(mutation)
+        self._check()
+        return True
+
+    def commit(self, decree: int) -> list[Mutation]:
+        """Move the commit point up to `decree`; returns the newly committed mutations in order."""
+        require(decree <= self.max_decree, f"commit to {decree} beyond max decree {self.max_decree}")
+        if decree <= self._last_committed:
+            return []
+        newly = self.entries(self._last_committed + 1, decree)
+        self._last_committed = decree
+        self._evict()
+        self._check()
+        return newly
+
+    def truncate_uncommitted(self) -> list[Mutation]:
+        """Drop every uncommitted entry (a learner restarting, a replica reset); returns them."""
+        dropped = self.uncommitted()
+        self._truncate_from(self._last_committed + 1)
+        self._check()
+        return dropped
+
+    def truncate_after(self, decree: int) -> None:
+        """Drop every entry after `decree` (which must not be before the commit point)."""
+        require(decree >= self._last_committed, f"truncating committed decrees after {decree}")
+        self._truncate_from(decree + 1)
+        self._check()
+
+    def reset(self, last_committed_decree: int) -> None:
+        """Forget everything: the store now stands at `last_committed_decree` (a checkpoint)."""
+        require(last_committed_decree >= 0, f"negative committed decree {last_committed_decree}")
+        self._entries.clear()
+        self._first = last_committed_decree + 1
+        self._last_committed = last_committed_decree
+        self._check()
+
+    @classmethod
+    def recover(cls, capacity: int, last_committed_decree: int, log: Iterable[Mutation]) -> PrepareList:
+        """Rebuild from a log replay: `log` in append order, the store at `last_committed_decree`.
+
+        Replays every record through the same rule the live list follows: a record right after the
+        last held decree is appended, one with a higher ballot replaces the held entry (dropping
+        what follows when it is a different mutation, as the newer primary's prepare did before the
+        crash), anything else is already held or out of order. A learner appends prepares it holds
+        before the entries it learns below them, and appends them again once they continue its
+        list, so a record that does not continue the list here is never one the replica
+        acknowledged as a member.
+        """
+        plist = cls(capacity, last_committed_decree)
+        for mutation in log:
+            decree = mutation.decree
+            if decree <= plist.last_committed_decree or decree > plist.max_decree + 1:
+                continue
+            held = plist.get(decree)
+            if held is not None and held.ballot >= mutation.ballot:
+                continue
+            if not plist.has_room_for(decree):
+                continue
+            plist.prepare(mutation)
+        return plist
+
+    # --- internals ----------------------------------------------------------------------------
+
+    def _truncate_from(self, decree: int) -> None:
+        while self._entries and self.max_decree >= decree:
+            self._entries.pop()
+        if not self._entries:
+            self._first = self._last_committed + 1
+
+    def _evict(self) -> None:
+        while len(self._entries) > self.capacity and self._first <= self._last_committed:
+            self._entries.popleft()
+            self._first += 1
+        if not self._entries:
+            self._first = self._last_committed + 1
+
+    def _check(self) -> None:
+        require(len(self._entries) <= self.capacity, f"prepare list holds {len(self._entries)} > capacity")
+        require(self._first - 1 <= self._last_committed, "a gap between the commit point and the list")
+        require(self._last_committed <= self.max_decree, "commit point beyond the last prepared decree")
+        if self._entries:
+            require(self._entries[0].decree == self._first, "first entry has the wrong decree")
+            require(self._entries[-1].decree == self.max_decree, "decrees are not contiguous")

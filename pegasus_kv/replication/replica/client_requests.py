@@ -1,0 +1,87 @@
+"""Client data requests at a replica server: which kind each is, and whether its keys belong here.
+
+A replica refuses a key that hashes outside its partition (PartitionMismatchError, retriable: the
+client refreshes its configuration). It happens with a client holding a stale configuration and,
+later, during partition split (DESIGN.md section 11). The routing rule is the client's
+(core/hashing.py): single-key operations hash (hash_key, sort_key); operations over one hash key
+hash the hash key alone; batch_get checks each key; a full scan covers the whole partition.
+
+Reads split by cost. Point reads (get, ttl) run inline on the event loop: they are served from the
+memtable or the block cache and measured about 1.5-2 microseconds each (10k keys, rocksdict 0.3,
+this machine), far below the ~50 microseconds a hop to a worker thread costs. Everything that
+iterates (multi_get, sort_key_count, batch_get, scans) runs in a worker thread: it may visit
+thousands of records (a 100-record multi_get took ~90 microseconds).
+"""
+
+from __future__ import annotations
+
+from pegasus_kv.core.errors import PartitionMismatchError
+from pegasus_kv.core.hashing import partition_index
+from pegasus_kv.core.ids import Gpid
+from pegasus_kv.core.messages import (
+    WRITE_REQUEST_TYPES,
+    BatchGetRequest,
+    CheckAndMutateRequest,
+    CheckAndSetRequest,
+    ClearScannerRequest,
+    DeleteRequest,
+    GetRequest,
+    GetScannerRequest,
+    IncrRequest,
+    MultiDeleteRequest,
+    MultiGetRequest,
+    MultiSetRequest,
+    ScanRequest,
+    SetRequest,
+    SortKeyCountRequest,
+    TtlRequest,
+)
+from pegasus_kv.core.registry import Message
+
+WRITE_TYPES: frozenset[type[Message]] = frozenset(WRITE_REQUEST_TYPES)
+INLINE_READ_TYPES: frozenset[type[Message]] = frozenset({GetRequest, TtlRequest})
+THREAD_READ_TYPES: frozenset[type[Message]] = frozenset(
+    {
+        MultiGetRequest,
+        SortKeyCountRequest,
+        BatchGetRequest,
+        GetScannerRequest,
+        ScanRequest,
+        ClearScannerRequest,
+    }
+)
+READ_TYPES = INLINE_READ_TYPES | THREAD_READ_TYPES
+
+_SINGLE_KEY = (SetRequest, DeleteRequest, IncrRequest, GetRequest, TtlRequest)
+_HASH_KEY = (
+    MultiSetRequest,
+    MultiDeleteRequest,
+    CheckAndSetRequest,
+    CheckAndMutateRequest,
+    MultiGetRequest,
+    SortKeyCountRequest,
+)
+
+
+def routing_keys(request: Message) -> list[tuple[bytes, bytes]]:
+    """The (hash_key, sort_key) pairs the client routed `request` by (empty: nothing to check)."""
+    if isinstance(request, _SINGLE_KEY):
+        return [(request.hash_key, request.sort_key)]
+    if isinstance(request, _HASH_KEY):
+        return [(request.hash_key, b"")]
+    if isinstance(request, BatchGetRequest):
+        return list(request.keys)
+    if isinstance(request, GetScannerRequest) and not request.full_scan:
+        return [(request.hash_key, b"")]
+    return []  # a full scan, or a scan context id
+
+
+def check_partition(gpid: Gpid, request: Message, partition_count: int) -> None:
+    """Raise PartitionMismatchError if a key of `request` does not hash to gpid's partition."""
+    for hash_key, sort_key in routing_keys(request):
+        index = partition_index(hash_key, sort_key, partition_count)
+        if index != gpid.partition_index:
+            raise PartitionMismatchError(
+                f"the key hashes to partition {gpid.app_id}.{index} of {partition_count}, "
+                f"not {gpid}: refresh the configuration"
+            )

@@ -1,0 +1,148 @@
+"""Where a replica server keeps each replica on disk, and the small files the runtime writes there.
+
+    <data_dir>/replicas/<app_id>.<partition_index>/
+        log/            the mutation log (mutation_log.py)
+        store/          the partition store (RocksDB, storage/)
+        store.new/      a checkpoint being installed (renamed to store/ once complete)
+        store.old/      the store a checkpoint install replaced (deleted right after)
+        learn/          checkpoints made for learners (ckpt-<decree>-<n>/) and copies being fetched
+                        from a primary (incoming-<n>/)
+        applied_decree  the decree the runtime had applied to the store, written now and then
+
+Why `applied_decree`: RocksDB runs without its WAL (DESIGN.md section 3), so after a crash the store
+stands at its last flush, possibly far behind. The replica core rebuilds its prepare list from the
+log after the store's decree but holds at most prepare_list_capacity uncommitted entries; what lies
+beyond would be forgotten, although it may have been committed. Every decree up to a recorded
+applied decree was committed here, and the live log record of a committed decree is the committed
+mutation (a replica never logs another version of a decree after committing it). So on start the
+runtime re-applies log records up to the recorded decree before handing the rest to the core, which
+then only sees the uncommitted tail (Pegasus knows the same from the commit point in each log record).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from pathlib import Path
+
+from pegasus_kv.core.errors import StorageError
+from pegasus_kv.core.ids import Gpid
+
+REPLICAS_DIR = "replicas"
+_GPID_DIR = re.compile(r"^(\d{1,10})\.(\d{1,10})$")
+APPLIED_DECREE_FILE = "applied_decree"
+DELETING_SUFFIX = ".deleting"
+# At most this many replica directories are considered at start (bounded like the node's replicas).
+MAX_REPLICA_DIRS = 1_000_000
+
+
+class ReplicaPaths:
+    def __init__(self, data_dir: Path, gpid: Gpid) -> None:
+        self.gpid = gpid
+        self.root = data_dir / REPLICAS_DIR / f"{gpid.app_id}.{gpid.partition_index}"
+        self.log_dir = self.root / "log"
+        self.store_dir = self.root / "store"
+        self.store_new_dir = self.root / "store.new"
+        self.store_old_dir = self.root / "store.old"
+        self.learn_dir = self.root / "learn"
+        self.applied_decree_file = self.root / APPLIED_DECREE_FILE
+
+
+def replica_gpids_on_disk(data_dir: Path) -> list[Gpid]:
+    """Every replica directory under data_dir, in gpid order (blocking: call from a thread)."""
+    root = data_dir / REPLICAS_DIR
+    if not root.is_dir():
+        return []
+    gpids = []
+    for count, entry in enumerate(sorted(os.listdir(root))):
+        if count >= MAX_REPLICA_DIRS:
+            raise StorageError(f"more than {MAX_REPLICA_DIRS} entries in {root}")
+        match = _GPID_DIR.match(entry)
+        if match and (root / entry).is_dir():
+            gpids.append(Gpid(int(match.group(1)), int(match.group(2))))
+    return sorted(gpids)
+
+
+def remove_leftovers(data_dir: Path) -> None:
+    """Finish deletions a crash interrupted (remove_replica renames before deleting; blocking)."""
+    root = data_dir / REPLICAS_DIR
+    if not root.is_dir():
+        return
+    for entry in os.listdir(root):
+        if entry.endswith(DELETING_SUFFIX):
+            shutil.rmtree(root / entry, ignore_errors=True)
+
+
+def prepare_fresh(paths: ReplicaPaths) -> None:
+    """Make an empty replica directory (blocking). A leftover of the same gpid (a drop interrupted by
+    a crash) is removed first: a new replica starts from nothing."""
+    shutil.rmtree(paths.root, ignore_errors=True)
+    prepare_existing(paths)
+
+
+def prepare_existing(paths: ReplicaPaths) -> None:
+    """Finish an interrupted checkpoint install and create missing subdirectories (blocking).
+
+    A complete `store.new` without `store` means the crash came between the two renames of an
+    install: finish it. A `store.new` next to a `store` is an incomplete copy: discard it.
+    """
+    paths.root.mkdir(parents=True, exist_ok=True)
+    if paths.store_new_dir.is_dir():
+        if paths.store_dir.exists():
+            shutil.rmtree(paths.store_new_dir)
+        else:
+            os.rename(paths.store_new_dir, paths.store_dir)
+    shutil.rmtree(paths.store_old_dir, ignore_errors=True)
+    # Copies fetched for learning never survive a restart: the core starts learning afresh.
+    shutil.rmtree(paths.learn_dir, ignore_errors=True)
+    paths.learn_dir.mkdir(exist_ok=True)
+    paths.log_dir.mkdir(exist_ok=True)
+    _fsync_dir(paths.root)
+
+
+def remove_replica(paths: ReplicaPaths) -> None:
+    """Delete a replica's data (blocking). Renamed away first so that a crash midway never leaves a
+    half-deleted directory that a restart would take for a replica."""
+    if not paths.root.exists():
+        return
+    doomed = paths.root.with_name(paths.root.name + DELETING_SUFFIX)
+    shutil.rmtree(doomed, ignore_errors=True)
+    os.rename(paths.root, doomed)
+    _fsync_dir(paths.root.parent)
+    shutil.rmtree(doomed, ignore_errors=True)
+
+
+def read_applied_decree(paths: ReplicaPaths) -> int:
+    """The applied decree recorded last (0 when none was; blocking)."""
+    try:
+        text = paths.applied_decree_file.read_text(encoding="ascii").strip()
+    except FileNotFoundError:
+        return 0
+    except OSError as exc:
+        raise StorageError(f"cannot read {paths.applied_decree_file}: {exc}") from exc
+    if not text.isdigit():
+        raise StorageError(f"{paths.applied_decree_file} holds {text!r}, not a decree")
+    return int(text)
+
+
+def write_applied_decree(paths: ReplicaPaths, decree: int) -> None:
+    """Record the applied decree durably and atomically (write, fsync, rename; blocking)."""
+    temporary = paths.applied_decree_file.with_suffix(".tmp")
+    try:
+        with open(temporary, "w", encoding="ascii") as handle:
+            handle.write(f"{decree}\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, paths.applied_decree_file)
+        _fsync_dir(paths.root)
+    except OSError as exc:
+        raise StorageError(f"cannot write {paths.applied_decree_file}: {exc}") from exc
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

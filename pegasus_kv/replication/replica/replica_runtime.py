@@ -1,0 +1,706 @@
+"""One replica's disk side: its mutation log and partition store, and the ordered work on them.
+
+The server hands each replica's Ready (ready.py) to this object field by field; it keeps the
+ordering obligations of the Ready contract per replica:
+
+1. `persist(mutations)`: queued in order; one persist task appends them to the log, a batch at a time
+   (everything queued while the previous batch was being fsynced goes together: group commit on top
+   of the log's own), and reports the last mutation of each durable batch to the host, which calls
+   the core's on_log_durable. A batch is at most a bounded number of records and bytes, below the
+   log's own pending bounds, so appends never wait for room and reach the log in exactly this order.
+2. `send_after_persist(outbounds)`: held until every mutation handed to `persist` so far is durable
+   (counted by position), sent at once when nothing is pending.
+3. `apply(items)`: queued behind every earlier store job; one store task runs them in a worker thread
+   in order (several mutations per thread hop), then answers the waiting clients with the store's
+   reply for each write. The same queue serialises flushes, checkpoints, sweeps and a checkpoint
+   install, so the store sees one job at a time in the order they were asked for.
+
+Reads: `applied_through(decree)` / `wait_applied(decree)` let the server hold a read until every
+apply handed out before it was admitted has reached the store (ready.py `check_read`).
+
+Recovery (`open(fresh=False)`): open the store (at its last flushed decree S), open the log, re-apply
+the committed log records up to the recorded applied decree (layout.py says why that is safe and
+needed), then give the core what is left: the store's decree and the log records after it, trimmed
+to what its prepare list can hold, plus one record carrying the log's highest ballot so the core
+never accepts a ballot the log already moved past.
+
+A failure of the log or the store (StorageError, a refused append) ends this replica's usefulness:
+the host is told once (the core becomes ERROR) and waiting clients get STORAGE.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import dataclasses
+import heapq
+import itertools
+import logging
+import shutil
+from collections.abc import Callable, Sequence
+from concurrent.futures import Executor
+from typing import Protocol, TypeVar
+
+import msgspec
+
+from pegasus_kv.core.errors import (
+    BusyError,
+    ErrorCode,
+    NotPrimaryError,
+    PegasusError,
+    ShuttingDownError,
+    StorageError,
+)
+from pegasus_kv.core.ids import Gpid
+from pegasus_kv.core.mutation import Mutation
+from pegasus_kv.core.registry import Message
+from pegasus_kv.replication.pacifica.ready import Apply, ClientToken, Outbound
+from pegasus_kv.replication.replica.invariants import invariant
+from pegasus_kv.replication.replica.layout import (
+    ReplicaPaths,
+    prepare_existing,
+    prepare_fresh,
+    read_applied_decree,
+    write_applied_decree,
+)
+from pegasus_kv.replication.replica.mutation_log import MutationLog, MutationLogOptions
+from pegasus_kv.storage import PartitionStore, StoreOptions, SweepResult, restore_checkpoint
+
+logger = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
+_incarnations = itertools.count(1)
+
+
+class RuntimeHost(Protocol):
+    """What a replica runtime needs from its server (all called on the event loop)."""
+
+    def on_log_durable(self, runtime: ReplicaRuntime, ballot: int, decree: int) -> None: ...
+
+    def send_to_peer(self, outbound: Outbound) -> None: ...
+
+    def answer_write(self, token: ClientToken, reply: Message) -> None: ...
+
+    def refuse_write(self, token: ClientToken, code: ErrorCode, reason: str) -> None: ...
+
+    def on_local_failure(self, runtime: ReplicaRuntime, reason: str) -> None: ...
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class RuntimeSettings:
+    log_options: MutationLogOptions
+    store_options: StoreOptions
+    # The core's prepare list capacity: recovery hands it at most this many records after its decree.
+    prepare_list_capacity: int
+    # Record the applied decree after this many newly applied decrees (layout.py).
+    record_applied_every: int
+    # Bounds of one persist batch (kept below the log's own pending bounds, see the module doc).
+    max_persist_batch_records: int = 1024
+    max_persist_batch_bytes: int = 16 * 1024 * 1024
+    # Mutations applied per hop to a worker thread.
+    max_apply_batch: int = 64
+    # Bytes of mutations one ReadLog answer may carry (a learn response must fit in one frame).
+    max_log_read_bytes: int = 4 * 1024 * 1024
+
+    def __post_init__(self) -> None:
+        invariant(self.prepare_list_capacity >= 1, "prepare_list_capacity must be positive")
+        invariant(self.record_applied_every >= 1, "record_applied_every must be positive")
+        invariant(
+            self.max_persist_batch_records * 2 <= self.log_options.max_pending_records,
+            "a persist batch must stay below the log's pending record bound",
+        )
+        invariant(
+            self.max_persist_batch_bytes * 2 <= self.log_options.max_pending_bytes,
+            "a persist batch must stay below the log's pending byte bound",
+        )
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Recovered:
+    """What a reopened replica hands to ReplicaNode.load_replica."""
+
+    last_committed_decree: int
+    log: list[Mutation]
+    log_start_decree: int
+    reapplied: int  # log records re-applied to the store because the applied decree recorded them
+
+
+@dataclasses.dataclass(slots=True)
+class _ApplyJob:
+    item: Apply
+
+
+@dataclasses.dataclass(slots=True)
+class _CallJob:
+    function: Callable[[PartitionStore], object]
+    done: asyncio.Future[object]
+
+
+@dataclasses.dataclass(slots=True)
+class _InstallJob:
+    checkpoint_dir: str
+    checkpoint_decree: int
+    done: asyncio.Future[None]
+
+
+_StoreJob = _ApplyJob | _CallJob | _InstallJob
+
+
+class ReplicaRuntime:
+    def __init__(
+        self,
+        gpid: Gpid,
+        paths: ReplicaPaths,
+        settings: RuntimeSettings,
+        host: RuntimeHost,
+        *,
+        executor: Executor,
+        log_executor: Executor,
+    ) -> None:
+        self.gpid = gpid
+        self.paths = paths
+        self.settings = settings
+        self.incarnation = next(_incarnations)
+        self._host = host
+        self._executor = executor
+        self._log_executor = log_executor
+        self._loop = asyncio.get_running_loop()
+        self._store: PartitionStore | None = None
+        self._log: MutationLog | None = None
+        self._opened: asyncio.Future[None] = self._loop.create_future()
+        # Persist side.
+        self._persist_queue: collections.deque[Mutation] = collections.deque()
+        self._persist_wakeup = asyncio.Event()
+        self._persisted_count = 0  # mutations handed to persist, ever
+        self._durable_count = 0  # of those, durable in the log
+        self._held: collections.deque[tuple[int, Outbound]] = collections.deque()
+        # Store side.
+        self._store_jobs: collections.deque[_StoreJob] = collections.deque()
+        self._store_wakeup = asyncio.Event()
+        self._apply_handed_decree = 0  # highest decree handed to apply
+        self._applied_decree = 0  # highest decree the store has applied (seen from the loop)
+        self._applied_waiters: list[tuple[int, int, asyncio.Future[None]]] = []
+        self._waiter_seq = itertools.count()
+        self._recorded_applied = 0
+        self._failure: str | None = None
+        self._closing = False
+        self._tasks: list[asyncio.Task[None]] = []
+        self.applied_mutations = 0  # counters for operators and tests
+        self.persisted_batches = 0
+
+    def __repr__(self) -> str:
+        return f"ReplicaRuntime({self.gpid}#{self.incarnation})"
+
+    # --- state --------------------------------------------------------------------------------
+
+    @property
+    def is_open(self) -> bool:
+        return self._opened.done() and not self._opened.cancelled() and self._opened.exception() is None
+
+    @property
+    def failed(self) -> bool:
+        return self._failure is not None
+
+    @property
+    def closing(self) -> bool:
+        return self._closing
+
+    @property
+    def log(self) -> MutationLog:
+        invariant(self._log is not None, f"{self}: log used before open")
+        assert self._log is not None
+        return self._log
+
+    @property
+    def store(self) -> PartitionStore:
+        invariant(self._store is not None, f"{self}: store used before open")
+        assert self._store is not None
+        return self._store
+
+    @property
+    def applied_decree(self) -> int:
+        return self._applied_decree
+
+    @property
+    def durable_pending(self) -> int:
+        """Mutations handed to persist and not durable yet."""
+        return self._persisted_count - self._durable_count
+
+    # --- opening ------------------------------------------------------------------------------
+
+    async def open(self, *, fresh: bool) -> Recovered:
+        """Open (fresh: create empty) the store and log, start the workers; see the module doc."""
+        try:
+            recovered = await self._open(fresh=fresh)
+        except BaseException as exc:
+            if not self._opened.done():
+                self._opened.set_exception(
+                    exc if isinstance(exc, PegasusError) else StorageError(f"{self}: open failed: {exc!r}")
+                )
+                self._opened.exception()  # retrieved: the workers never start
+            await self._close_files()
+            raise
+        if not fresh:
+            # A recovered runtime gets no apply before it is loaded into the core; a fresh one may
+            # already have applies queued (handed out while its files were being created).
+            self._apply_handed_decree = recovered.last_committed_decree
+        self._applied_decree = recovered.last_committed_decree
+        self._opened.set_result(None)
+        self._tasks.append(self._loop.create_task(self._persist_loop(), name=f"{self} persist"))
+        self._tasks.append(self._loop.create_task(self._store_loop(), name=f"{self} store"))
+        return recovered
+
+    async def _open(self, *, fresh: bool) -> Recovered:
+        paths = self.paths
+        await self._in_thread(prepare_fresh if fresh else prepare_existing, paths)
+        store_options = self.settings.store_options
+        self._store = await self._in_thread(
+            lambda: PartitionStore.open(str(paths.store_dir), options=store_options)
+        )
+        self._log = await MutationLog.open(
+            paths.log_dir, self.settings.log_options, executor=self._log_executor
+        )
+        self._applied_decree = self._store.last_applied_decree
+        if fresh:
+            self._recorded_applied = 0
+            return Recovered(last_committed_decree=0, log=[], log_start_decree=1, reapplied=0)
+        return await self._recover()
+
+    async def _recover(self) -> Recovered:
+        store = self.store
+        log = self.log
+        recorded = await self._in_thread(read_applied_decree, self.paths)
+        store_decree = store.last_applied_decree
+        max_ballot = log.max_ballot
+        ballot_carrier: Mutation | None = None  # a log record with the log's highest ballot
+        reapply: list[Mutation] = []
+        tail: list[Mutation] = []
+        reapplied = 0
+        # The core holds at most capacity decrees after its commit point (prepare_list.py recover).
+        async for mutation in log.replay(log.first_decree or 1):
+            if ballot_carrier is None and mutation.ballot == max_ballot:
+                ballot_carrier = mutation
+            decree = mutation.decree
+            committed = store_decree + reapplied + len(reapply)
+            if decree <= committed:
+                continue
+            if decree == committed + 1 and decree <= recorded and not tail:
+                reapply.append(mutation)
+                if len(reapply) >= self.settings.max_apply_batch:
+                    reapplied += await self._reapply(reapply)
+                    reapply = []
+                continue
+            if decree <= committed + self.settings.prepare_list_capacity:
+                tail.append(mutation)
+        if reapply:
+            reapplied += await self._reapply(reapply)
+        committed = store.last_applied_decree
+        self._applied_decree = committed
+        self._recorded_applied = recorded
+        log_records = list(tail)
+        if ballot_carrier is not None and ballot_carrier not in log_records:
+            log_records.insert(0, ballot_carrier)  # at or below the commit point: only its ballot counts
+        first = log.first_decree
+        log_start = first if first else committed + 1
+        if reapplied:
+            logger.info(
+                "%s: re-applied %d committed log record(s) the store had lost (now at decree %d)",
+                self.gpid,
+                reapplied,
+                committed,
+            )
+        return Recovered(
+            last_committed_decree=committed,
+            log=log_records,
+            log_start_decree=max(1, min(log_start, committed + 1)),
+            reapplied=reapplied,
+        )
+
+    async def _reapply(self, mutations: list[Mutation]) -> int:
+        store = self.store
+
+        def run() -> int:
+            for mutation in mutations:
+                store.apply(mutation)
+            return len(mutations)
+
+        return await self._in_thread(run)
+
+    # --- 1. persist, 2./3. sends ----------------------------------------------------------------
+
+    def persist(self, mutations: Sequence[Mutation]) -> None:
+        if not mutations or self._failure is not None or self._closing:
+            return
+        self._persist_queue.extend(mutations)
+        self._persisted_count += len(mutations)
+        self._persist_wakeup.set()
+
+    def send_after_persist(self, outbounds: Sequence[Outbound]) -> None:
+        if self._failure is not None:
+            return  # nothing it promises is true any more
+        for outbound in outbounds:
+            if self._durable_count >= self._persisted_count:
+                self._host.send_to_peer(outbound)
+            else:
+                self._held.append((self._persisted_count, outbound))
+
+    async def _persist_loop(self) -> None:
+        settings = self.settings
+        while True:
+            while not self._persist_queue:
+                self._persist_wakeup.clear()
+                await self._persist_wakeup.wait()
+            batch: list[Mutation] = []
+            batch_bytes = 0
+            while self._persist_queue and len(batch) < settings.max_persist_batch_records:
+                size = _encoded_size(self._persist_queue[0])
+                if batch and batch_bytes + size > settings.max_persist_batch_bytes:
+                    break
+                batch.append(self._persist_queue.popleft())
+                batch_bytes += size
+            log = self.log
+            # Created one after the other, the append tasks run in order: each queues its record
+            # without yielding (there is room, see the module doc), so the log keeps this order.
+            appends = [self._loop.create_task(log.append(mutation)) for mutation in batch]
+            results = await asyncio.gather(*appends, return_exceptions=True)
+            for result in results:
+                if isinstance(result, BaseException):
+                    if isinstance(result, asyncio.CancelledError):
+                        raise result
+                    self._fail(f"log append failed: {result}")
+                    return
+            self._durable_count += len(batch)
+            self.persisted_batches += 1
+            while self._held and self._held[0][0] <= self._durable_count:
+                self._host.send_to_peer(self._held.popleft()[1])
+            for mutation in _durable_reports(batch):
+                self._host.on_log_durable(self, mutation.ballot, mutation.decree)
+
+    # --- 4. apply, and every other store job ----------------------------------------------------
+
+    def apply(self, items: Sequence[Apply]) -> None:
+        for item in items:
+            decree = item.mutation.decree
+            if self._failure is not None or self._closing:
+                for token in item.tokens:
+                    self._host.refuse_write(token, ErrorCode.STORAGE, self._failure or "replica closing")
+                continue
+            invariant(
+                decree == self._apply_handed_decree + 1,
+                f"{self}: apply of decree {decree} after {self._apply_handed_decree}",
+            )
+            self._apply_handed_decree = decree
+            self._store_jobs.append(_ApplyJob(item))
+        self._store_wakeup.set()
+
+    async def call_store(self, function: Callable[[PartitionStore], _T]) -> _T:
+        """Run function(store) in a worker thread, after every store job queued before it."""
+        self._check_usable()
+        done: asyncio.Future[object] = self._loop.create_future()
+        self._store_jobs.append(_CallJob(function, done))
+        self._store_wakeup.set()
+        return await done  # type: ignore[return-value]
+
+    async def install_checkpoint(self, checkpoint_dir: str, checkpoint_decree: int) -> None:
+        """Replace the store with the checkpoint copy in checkpoint_dir (a learner; see layout.py)."""
+        self._check_usable()
+        done: asyncio.Future[None] = self._loop.create_future()
+        self._store_jobs.append(_InstallJob(checkpoint_dir, checkpoint_decree, done))
+        self._store_wakeup.set()
+        await done
+
+    async def _store_loop(self) -> None:
+        while True:
+            while not self._store_jobs:
+                self._store_wakeup.clear()
+                await self._store_wakeup.wait()
+            job = self._store_jobs[0]
+            if isinstance(job, _ApplyJob):
+                batch: list[Apply] = []
+                while (
+                    self._store_jobs
+                    and isinstance(self._store_jobs[0], _ApplyJob)
+                    and len(batch) < self.settings.max_apply_batch
+                ):
+                    head = self._store_jobs.popleft()
+                    assert isinstance(head, _ApplyJob)
+                    batch.append(head.item)
+                if not await self._run_applies(batch):
+                    return
+            elif isinstance(job, _CallJob):
+                self._store_jobs.popleft()
+                await self._run_call(job)
+            else:
+                self._store_jobs.popleft()
+                await self._run_install(job)
+
+    async def _run_applies(self, batch: list[Apply]) -> bool:
+        store = self.store
+        paths = self.paths
+        record_every = self.settings.record_applied_every
+        recorded = self._recorded_applied
+
+        def run() -> tuple[list[list[Message]], BaseException | None, int]:
+            replies: list[list[Message]] = []
+            error: BaseException | None = None
+            for item in batch:
+                try:
+                    replies.append(store.apply(item.mutation))
+                except Exception as exc:
+                    error = exc
+                    break
+            applied = store.last_applied_decree
+            written = recorded
+            if error is None and applied - recorded >= record_every:
+                write_applied_decree(paths, applied)
+                written = applied
+            return replies, error, written
+
+        try:
+            replies, error, written = await self._in_thread(run)
+        except PegasusError as exc:  # recording the applied decree failed: the applies went through
+            replies, error, written = [], exc, self._recorded_applied
+        self._recorded_applied = written
+        for item, item_replies in zip(batch, replies, strict=False):
+            self.applied_mutations += 1
+            if item.tokens:  # only the primary that queued the writes has tokens (ready.py)
+                for token, reply in zip(item.tokens, item_replies, strict=True):
+                    self._host.answer_write(token, reply)
+        self._applied_decree = self.store.last_applied_decree
+        self._wake_readers()
+        if error is not None:
+            for item in batch[len(replies) :]:
+                for token in item.tokens:
+                    self._host.refuse_write(token, ErrorCode.STORAGE, str(error))
+            self._fail(f"apply failed: {error}")
+            return False
+        return True
+
+    async def _run_call(self, job: _CallJob) -> None:
+        store = self.store
+        try:
+            result = await self._in_thread(job.function, store)
+        except BaseException as exc:
+            if not job.done.done():
+                job.done.set_exception(exc)
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+            return
+        if not job.done.done():
+            job.done.set_result(result)
+
+    async def _run_install(self, job: _InstallJob) -> None:
+        old_store = self.store
+        paths = self.paths
+        options = self.settings.store_options
+
+        def run() -> PartitionStore:
+            old_store.close()
+            shutil.rmtree(paths.store_new_dir, ignore_errors=True)
+            restore_checkpoint(job.checkpoint_dir, str(paths.store_new_dir))
+            shutil.rmtree(paths.store_old_dir, ignore_errors=True)
+            paths.store_dir.rename(paths.store_old_dir)
+            paths.store_new_dir.rename(paths.store_dir)
+            shutil.rmtree(paths.store_old_dir, ignore_errors=True)
+            shutil.rmtree(job.checkpoint_dir, ignore_errors=True)
+            new_store = PartitionStore.open(str(paths.store_dir), options=options)
+            if new_store.last_applied_decree != job.checkpoint_decree:
+                decree = new_store.last_applied_decree
+                new_store.close()
+                raise StorageError(
+                    f"checkpoint stands at decree {decree}, the primary announced {job.checkpoint_decree}"
+                )
+            write_applied_decree(paths, job.checkpoint_decree)
+            return new_store
+
+        try:
+            self._store = await self._in_thread(run)
+        except BaseException as exc:
+            if not job.done.done():
+                job.done.set_exception(exc)
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+            # The old store is closed and its directory may be gone: this replica is lost.
+            self._store = None
+            self._fail(f"checkpoint install failed: {exc}")
+            return
+        self._applied_decree = job.checkpoint_decree
+        self._apply_handed_decree = job.checkpoint_decree
+        self._recorded_applied = job.checkpoint_decree
+        logger.info("%s: installed a checkpoint at decree %d", self.gpid, job.checkpoint_decree)
+        if not job.done.done():
+            job.done.set_result(None)
+
+    # --- reads --------------------------------------------------------------------------------
+
+    @property
+    def apply_handed_decree(self) -> int:
+        return self._apply_handed_decree
+
+    def applied_through(self, decree: int) -> bool:
+        return self._applied_decree >= decree
+
+    async def wait_applied(self, decree: int) -> None:
+        """Return once the store applied `decree` (raises if the replica fails or closes first)."""
+        self._check_usable()
+        if self._applied_decree >= decree:
+            return
+        waiter: asyncio.Future[None] = self._loop.create_future()
+        heapq.heappush(self._applied_waiters, (decree, next(self._waiter_seq), waiter))
+        await waiter
+
+    def _wake_readers(self) -> None:
+        waiters = self._applied_waiters
+        while waiters and waiters[0][0] <= self._applied_decree:
+            _, _, waiter = heapq.heappop(waiters)
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def read_now(self, request: Message) -> Message:
+        """Serve a read on the event loop (point reads only; client_requests.py)."""
+        self._check_usable()
+        store = self._store
+        if store is None:
+            raise NotPrimaryError(f"{self.gpid} has no store right now")
+        return store.read(request)
+
+    async def read_in_thread(self, request: Message) -> Message:
+        self._check_usable()
+        store = self._store
+        if store is None:
+            raise NotPrimaryError(f"{self.gpid} has no store right now")
+        return await self._in_thread(store.read, request)
+
+    async def read_log(self, from_decree: int, to_decree: int) -> list[Mutation]:
+        """Contiguous live log records from from_decree (stops early at a gap or the byte bound)."""
+        self._check_usable()
+        mutations = await self.log.read(from_decree, to_decree, self.settings.max_log_read_bytes)
+        contiguous: list[Mutation] = []
+        for expected, mutation in enumerate(mutations, start=from_decree):
+            if mutation.decree != expected:
+                break
+            contiguous.append(mutation)
+        return contiguous
+
+    # --- maintenance --------------------------------------------------------------------------
+
+    async def flush_and_collect(self, keep_from_decree: int) -> int:
+        """Flush the store, record the applied decree, and collect log segments below both the
+        flushed decree + 1 and keep_from_decree. Returns the log's first decree after (0: empty)."""
+        paths = self.paths
+
+        def flush(store: PartitionStore) -> int:
+            durable = store.flush()
+            write_applied_decree(paths, max(durable, store.last_applied_decree))
+            return durable
+
+        durable = await self.call_store(flush)
+        self._check_usable()  # it may have closed while the flush ran
+        log = self.log
+        below = min(durable + 1, keep_from_decree)
+        if below > 1:
+            await log.gc(below)
+        return log.first_decree
+
+    async def sweep(self, max_keys: int) -> SweepResult:
+        return await self.call_store(lambda store: store.sweep_expired(max_keys))
+
+    # --- failure and closing ------------------------------------------------------------------
+
+    def _check_usable(self) -> None:
+        if self._closing:
+            raise ShuttingDownError(f"replica {self.gpid} is closing")
+        if self._failure is not None:
+            raise StorageError(f"replica {self.gpid} failed: {self._failure}")
+        if not self._opened.done():
+            raise BusyError(f"replica {self.gpid} is still opening")
+
+    def _fail(self, reason: str) -> None:
+        if self._failure is not None:
+            return
+        self._failure = reason
+        logger.error("%s: %s; the replica stops (ERROR)", self.gpid, reason)
+        self._abandon(ErrorCode.STORAGE, reason)
+        self._host.on_local_failure(self, reason)
+
+    def _abandon(self, code: ErrorCode, reason: str) -> None:
+        """Answer everything still waiting on this replica: clients, readers, store jobs."""
+        self._persist_queue.clear()
+        self._held.clear()
+        while self._store_jobs:
+            job = self._store_jobs.popleft()
+            if isinstance(job, _ApplyJob):
+                for token in job.item.tokens:
+                    self._host.refuse_write(token, code, reason)
+            elif not job.done.done():
+                error: PegasusError = (
+                    StorageError(reason) if code == ErrorCode.STORAGE else ShuttingDownError(reason)
+                )
+                job.done.set_exception(error)
+                job.done.exception()
+        for _, _, waiter in self._applied_waiters:
+            if not waiter.done():
+                waiter.set_exception(ShuttingDownError(f"replica {self.gpid}: {reason}"))
+                waiter.exception()
+        self._applied_waiters.clear()
+
+    async def close(self, *, drain_s: float) -> None:
+        """Stop: give queued log appends and applies up to drain_s to finish (their clients get an
+        answer), then cancel the rest, close the log (it fsyncs what it took) and the store (it
+        flushes). Idempotent."""
+        if self._closing:
+            return
+        self._closing = True
+        if self.is_open and self._failure is None and drain_s > 0:
+            deadline = self._loop.time() + drain_s
+            while (self._persist_queue or self._store_jobs) and self._loop.time() < deadline:
+                await asyncio.sleep(0.01)
+        for task in self._tasks:
+            task.cancel()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()
+        self._abandon(ErrorCode.SHUTTING_DOWN, "the replica is closing")
+        await self._close_files()
+
+    async def _close_files(self) -> None:
+        log, self._log = self._log, None
+        store, self._store = self._store, None
+        if log is not None:
+            try:
+                await log.close()
+            except PegasusError as exc:
+                logger.warning("%s: closing the log: %s", self.gpid, exc)
+        if store is not None:
+            paths = self.paths
+            failed = self._failure is not None
+
+            def close_store() -> None:
+                store.close()
+                if not failed:
+                    write_applied_decree(paths, store.last_applied_decree)
+
+            try:
+                await self._in_thread(close_store)
+            except PegasusError as exc:
+                logger.warning("%s: closing the store: %s", self.gpid, exc)
+
+    def _in_thread(self, function: Callable[..., _T], *args: object) -> asyncio.Future[_T]:
+        return self._loop.run_in_executor(self._executor, function, *args)
+
+
+def _durable_reports(batch: list[Mutation]) -> list[Mutation]:
+    """Which mutations of a durable batch to report to on_log_durable, in append order.
+
+    The last one covers the whole batch (ready.py), except that the core matches a report with the
+    FIRST unsynced append of that (ballot, decree): a learner appends a held prepare again once it
+    continues its prepare list (replica.py _merge_held), so a key may occur twice in one batch. An
+    earlier occurrence of a key that occurs again later is reported first, so that every report
+    pops exactly up to its own append.
+    """
+    last_index = {(m.ballot, m.decree): i for i, m in enumerate(batch)}
+    return [m for i, m in enumerate(batch) if last_index[(m.ballot, m.decree)] != i or i == len(batch) - 1]
+
+
+def _encoded_size(mutation: Mutation) -> int:
+    return len(msgspec.msgpack.encode(mutation))

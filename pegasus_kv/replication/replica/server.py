@@ -1,0 +1,568 @@
+"""The replica server: hosts replicas, drives the replica-server core with real timers, serves clients.
+
+    server = ReplicaServer(config)        # config: ReplicaServerConfig (config.py)
+    await server.start()                  # reopens the replicas on disk, listens, starts ticking
+    ...
+    await server.stop()                   # graceful: queued appends and applies finish first
+
+Start. Every replica directory under <data_dir>/replicas is reopened (replica_runtime.py recovery:
+store, log, re-apply of recorded committed decrees) and loaded into the core INACTIVE; configuration
+sync with meta then decides roles (node.py). Only then does the server listen, so nothing arrives
+before the core knows its replicas.
+
+Time. The core counts ticks; a tick is tick_ms of the monotonic clock since start, and the tick loop
+calls on_tick for every tick boundary it reaches (a late loop skips ticks, it never replays them).
+
+Requests (one RPC port, DESIGN.md section 6), dispatched by message type:
+- ReplicaEnvelope (one-way, from peers) and ConfigCommand (one-way, from meta) -> node.on_message.
+- Client writes: validated (core/validation.py: a bad write gets its typed error and never reaches
+  the log), checked to hash to the frame's partition, then given to the core with a token; the RPC
+  answer is a future resolved with the store's reply once the mutation is applied, or with the
+  error the core or the runtime reports (write_waiters.py).
+- Client reads: the core admits them (primary, lease valid at the current real tick, reconciliation
+  done), the keys must hash here, and the read waits until every apply handed out before it reached
+  the store; point reads run inline, the rest in a worker thread (client_requests.py).
+- CheckpointManifestRequest / CheckpointChunkRequest from learners (learning.py).
+An unknown gpid or a replica that is not the serving primary answers NotPrimaryError (retriable:
+the client refreshes its configuration).
+
+Meta. Beacons, config syncs and proposals go through the meta link (leader following) in the
+background; answers come back as node events. The partition count of each hosted table, needed for
+the partition check, comes from meta's table list (ListTablesRequest), fetched when a replica of an
+unknown table appears; until it is known, requests for that table are answered BUSY (retriable).
+
+Every core event runs through `_run_event`, which executes the NodeReady it returns
+(ready_executor.py). A broken invariant of the core or the runtime is a bug: the server logs it,
+records it in `failure` and stops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from pegasus_kv.core.codec import Decoded
+from pegasus_kv.core.errors import (
+    BusyError,
+    ErrorCode,
+    InvalidArgumentError,
+    InvalidStateError,
+    NotPrimaryError,
+    PegasusError,
+    ShuttingDownError,
+    UnsupportedError,
+    error_from_code,
+)
+from pegasus_kv.core.ids import Gpid
+from pegasus_kv.core.registry import Message
+from pegasus_kv.core.validation import validate_read, validate_write
+from pegasus_kv.replication.connection_pool import ConnectionPool
+from pegasus_kv.replication.pacifica.config import PartitionStatus
+from pegasus_kv.replication.pacifica.messages import REPLICA_MESSAGE_TYPES
+from pegasus_kv.replication.pacifica.meta_messages import (
+    BeaconResponse,
+    ConfigCommand,
+    ConfigProposalResponse,
+    ConfigSyncResponse,
+)
+from pegasus_kv.replication.pacifica.meta_requests import ListTablesRequest, ListTablesResponse
+from pegasus_kv.replication.pacifica.node import NodeReady, ReplicaNode
+from pegasus_kv.replication.pacifica.ready import ClientToken, Outbound, RuntimeRequest
+from pegasus_kv.replication.replica.client_requests import (
+    INLINE_READ_TYPES,
+    READ_TYPES,
+    WRITE_TYPES,
+    check_partition,
+)
+from pegasus_kv.replication.replica.config import ReplicaServerConfig
+from pegasus_kv.replication.replica.invariants import invariant
+from pegasus_kv.replication.replica.layout import (
+    ReplicaPaths,
+    remove_leftovers,
+    remove_replica,
+    replica_gpids_on_disk,
+)
+from pegasus_kv.replication.replica.learn_messages import (
+    CheckpointChunkRequest,
+    CheckpointManifestRequest,
+    ReplicaEnvelope,
+)
+from pegasus_kv.replication.replica.learning import CheckpointShelf
+from pegasus_kv.replication.replica.maintenance import Maintenance
+from pegasus_kv.replication.replica.meta_link import MetaLink
+from pegasus_kv.replication.replica.peer_outbox import PeerOutbox
+from pegasus_kv.replication.replica.ready_executor import execute_node_ready
+from pegasus_kv.replication.replica.replica_runtime import ReplicaRuntime, RuntimeSettings
+from pegasus_kv.replication.replica.runtime_requests import RuntimeRequests
+from pegasus_kv.replication.replica.write_waiters import WriteWaiters
+from pegasus_kv.replication.rpc_server import HandlerResult, RpcServer
+from pegasus_kv.replication.transport import format_address
+
+logger = logging.getLogger(__name__)
+
+# How long stop() lets queued log appends and applies finish, per replica (they run in parallel).
+STOP_DRAIN_S = 3.0
+# A dropped replica's queued work gets this long before its data is deleted.
+DROP_DRAIN_S = 1.0
+# Every this many ticks, every replica's role is compared with the last one logged.
+ROLE_SCAN_PERIOD_TICKS = 10
+_META_REPLIES = (BeaconResponse, ConfigSyncResponse, ConfigProposalResponse)
+
+
+class ReplicaServer:
+    def __init__(self, config: ReplicaServerConfig, *, rng: random.Random | None = None) -> None:
+        self.config = config
+        self._node_options = config.node_options()
+        self._rng = rng if rng is not None else random.Random()
+        self._rpc = RpcServer(self._handle, config.host, config.port, name="replica")
+        self._executor = ThreadPoolExecutor(config.io_threads, thread_name_prefix="replica-io")
+        self._log_executor = ThreadPoolExecutor(config.io_threads, thread_name_prefix="replica-log")
+        self._pool = ConnectionPool(rng=self._rng, connect_timeout_s=config.rpc_timeout_s)
+        self._outbox = PeerOutbox(
+            self._pool,
+            max_queued_per_peer=config.max_queued_messages_per_peer,
+            timeout_s=config.rpc_timeout_s,
+        )
+        self._meta = MetaLink(
+            self._pool,
+            config.meta_servers,
+            timeout_s=config.meta_timeout_s,
+            max_in_flight=config.max_meta_calls_in_flight,
+        )
+        self._shelf = CheckpointShelf(
+            executor=self._executor,
+            hold_s=config.learn_hold_s,
+            max_per_replica=config.max_checkpoints_per_replica,
+            reuse_s=min(30.0, config.learn_hold_s / 10),
+        )
+        self._requests = RuntimeRequests(
+            shelf=self._shelf,
+            pool=self._pool,
+            executor=self._executor,
+            deliver=self._deliver,
+            chunk_bytes=config.learn_chunk_bytes,
+            timeout_s=config.rpc_timeout_s,
+        )
+        self._maintenance = Maintenance(
+            runtimes=lambda: list(self._runtimes.values()),
+            shelf=self._shelf,
+            on_log_truncated=self._on_log_truncated,
+            flush_interval_s=config.flush_interval_s,
+            sweep_interval_s=config.sweep_interval_s,
+            sweep_max_keys=config.sweep_max_keys,
+        )
+        options = self._node_options.replica
+        self._settings = RuntimeSettings(
+            log_options=config.log_options(),
+            store_options=config.store_options(),
+            prepare_list_capacity=options.prepare_list_capacity,
+            record_applied_every=max(1, options.prepare_list_capacity // 4),
+        )
+        self._waiters = WriteWaiters(config.max_waiting_writes)
+        self._node: ReplicaNode | None = None
+        self._runtimes: dict[Gpid, ReplicaRuntime] = {}
+        self._dropping: dict[Gpid, asyncio.Task[None]] = {}
+        self._opening: set[asyncio.Task[None]] = set()
+        self._partition_counts: dict[int, int] = {}
+        self._table_query_in_flight = False
+        self._roles: dict[Gpid, tuple[PartitionStatus, int]] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+        self._start_s = 0.0
+        self._address = ""
+        self._started = False
+        self._stopping = False
+        self._stopped = asyncio.Event()
+        self.failure: BaseException | None = None
+
+    # --- readers ------------------------------------------------------------------------------
+
+    @property
+    def address(self) -> str:
+        """The advertised "host:port" (what meta and peers know this server by)."""
+        return self.config.advertised_address or format_address(self.config.host, self._rpc.port)
+
+    @property
+    def node(self) -> ReplicaNode:
+        """The replica-server core (read only: use it for queries)."""
+        invariant(self._node is not None, "the replica server has not started")
+        assert self._node is not None
+        return self._node
+
+    def runtime(self, gpid: Gpid) -> ReplicaRuntime | None:
+        return self._runtimes.get(gpid)
+
+    @property
+    def maintenance(self) -> Maintenance:
+        return self._maintenance
+
+    @property
+    def outbox(self) -> PeerOutbox:
+        return self._outbox
+
+    @property
+    def waiting_writes(self) -> int:
+        return len(self._waiters)
+
+    # --- lifetime -----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Reopen the replicas on disk, listen, start ticking. Raises if a replica cannot be opened."""
+        if self._started:
+            raise InvalidStateError("a replica server starts once")
+        self._started = True
+        loop = asyncio.get_running_loop()
+        data_dir = self.config.data_dir
+        gpids = await loop.run_in_executor(self._executor, _discover, data_dir)
+        recovered = []
+        try:
+            for gpid in gpids:
+                runtime = self._new_runtime(gpid)
+                self._runtimes[gpid] = runtime
+                recovered.append((runtime, await runtime.open(fresh=False)))
+            await self._rpc.start()
+        except BaseException:
+            await self._close_everything()
+            raise
+        self._address = self.address
+        node = ReplicaNode(self._address, self._node_options, self._rng)
+        for runtime, state in recovered:
+            node.load_replica(
+                runtime.gpid,
+                last_committed_decree=state.last_committed_decree,
+                log=state.log,
+                log_start_decree=state.log_start_decree,
+            )
+        self._node = node
+        self._start_s = loop.time()
+        for gpid in gpids:
+            self._want_table_info(gpid.app_id)
+        self._tasks.append(loop.create_task(self._tick_loop(), name="replica ticks"))
+        self._tasks.append(loop.create_task(self._maintenance.run(), name="replica maintenance"))
+        logger.info(
+            "replica server listening on %s (advertised as %s), %d replica(s) reopened from %s",
+            self._rpc.address,
+            self.address,
+            len(gpids),
+            data_dir,
+        )
+
+    async def stop(self) -> None:
+        """Stop ticking and serving, let queued appends and applies finish, close everything."""
+        if self._stopping:
+            await self._stopped.wait()
+            return
+        self._stopping = True
+        current = asyncio.current_task()
+        for task in self._tasks:
+            if task is not current:
+                task.cancel()
+        await asyncio.gather(*(t for t in self._tasks if t is not current), return_exceptions=True)
+        await self._rpc.close()
+        await self._close_everything()
+        self._stopped.set()
+        logger.info("replica server %s stopped", self._address or "(never listened)")
+
+    async def wait_stopped(self) -> None:
+        await self._stopped.wait()
+
+    async def _close_everything(self) -> None:
+        await self._requests.close()
+        for task in list(self._opening):
+            task.cancel()
+        await asyncio.gather(*self._opening, return_exceptions=True)
+        runtimes = list(self._runtimes.values())
+        self._runtimes.clear()
+        await asyncio.gather(*(r.close(drain_s=STOP_DRAIN_S) for r in runtimes), return_exceptions=True)
+        await asyncio.gather(*self._dropping.values(), return_exceptions=True)
+        self._waiters.refuse_all(ErrorCode.SHUTTING_DOWN, "the replica server is stopping")
+        await self._outbox.close()
+        await self._meta.close()
+        await self._pool.close()
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, self._executor.shutdown)
+        await loop.run_in_executor(None, self._log_executor.shutdown)
+
+    def _fatal(self, error: BaseException) -> None:
+        if self.failure is None:
+            self.failure = error
+            logger.critical("replica server %s stops: %r", self.address, error, exc_info=error)
+        if not self._stopping:
+            asyncio.get_running_loop().create_task(self.stop(), name="replica server stop")
+
+    # --- ticks --------------------------------------------------------------------------------
+
+    def _current_tick(self) -> int:
+        elapsed_s = asyncio.get_running_loop().time() - self._start_s
+        return int(elapsed_s * 1000.0 // self.config.tick_ms)
+
+    async def _tick_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        tick_s = self.config.tick_ms / 1000.0
+        last_scan = 0
+        while True:
+            tick = self._current_tick()
+            self._run_event(functools.partial(ReplicaNode.on_tick, tick=tick))
+            if tick - last_scan >= ROLE_SCAN_PERIOD_TICKS:
+                last_scan = tick
+                self._log_role_changes(self.node.gpids())
+                self._refresh_table_infos()
+            next_s = self._start_s + (tick + 1) * tick_s
+            await asyncio.sleep(max(0.0, next_s - loop.time()))
+
+    # --- core events --------------------------------------------------------------------------
+
+    def _run_event(self, event: Callable[[ReplicaNode], NodeReady]) -> None:
+        """Run one core event and execute what it asks for (never awaits)."""
+        node = self._node
+        if node is None or self._stopping:
+            return
+        try:
+            out = event(node)
+            execute_node_ready(out, self)
+        except AssertionError as exc:  # a core or runtime invariant: a bug, nothing can be trusted
+            self._fatal(exc)
+            return
+        touched = [*out.created, *out.replicas]
+        if touched:
+            self._log_role_changes(touched)
+
+    def _deliver(self, runtime: ReplicaRuntime, event: Callable[[ReplicaNode], NodeReady]) -> None:
+        """An event about `runtime`'s replica, dropped if another runtime hosts it now (or none)."""
+        if self._runtimes.get(runtime.gpid) is runtime:
+            self._run_event(event)
+
+    def _log_role_changes(self, gpids: list[Gpid]) -> None:
+        node = self._node
+        if node is None:
+            return
+        for gpid in gpids:
+            replica = node.replica(gpid)
+            if replica is None:
+                if self._roles.pop(gpid, None) is not None:
+                    logger.info("%s: replica %s dropped", self.address, gpid)
+                continue
+            role = (replica.status, replica.ballot)
+            before = self._roles.get(gpid)
+            if before is None or before[0] != role[0]:
+                logger.info(
+                    "%s: replica %s is %s at ballot %d (committed decree %d)",
+                    self.address,
+                    gpid,
+                    replica.status.name,
+                    replica.ballot,
+                    replica.last_committed_decree,
+                )
+            self._roles[gpid] = role
+
+    # --- ReadyTarget (ready_executor.py) ------------------------------------------------------
+
+    def create_runtime(self, gpid: Gpid) -> ReplicaRuntime:
+        invariant(gpid not in self._runtimes, f"{gpid} created while a runtime hosts it")
+        runtime = self._new_runtime(gpid)
+        self._runtimes[gpid] = runtime
+        self._roles.pop(gpid, None)
+        task = asyncio.get_running_loop().create_task(self._open_created(runtime), name=f"open {gpid}")
+        self._opening.add(task)
+        task.add_done_callback(self._opening.discard)
+        self._want_table_info(gpid.app_id)
+        return runtime
+
+    def _new_runtime(self, gpid: Gpid) -> ReplicaRuntime:
+        return ReplicaRuntime(
+            gpid,
+            ReplicaPaths(self.config.data_dir, gpid),
+            self._settings,
+            self,
+            executor=self._executor,
+            log_executor=self._log_executor,
+        )
+
+    async def _open_created(self, runtime: ReplicaRuntime) -> None:
+        dropping = self._dropping.get(runtime.gpid)
+        if dropping is not None:
+            await asyncio.gather(dropping, return_exceptions=True)  # its files must be gone first
+        try:
+            await runtime.open(fresh=True)
+        except PegasusError as exc:
+            reason = f"cannot create the replica's files: {exc}"
+            logger.error("%s: %s", runtime.gpid, reason)
+            gpid = runtime.gpid
+            self._deliver(runtime, lambda node: node.on_local_failure(gpid, reason))
+
+    def drop_runtime(self, gpid: Gpid) -> None:
+        runtime = self._runtimes.pop(gpid, None)
+        self._shelf.forget(gpid)
+        if runtime is None:
+            return
+        task = asyncio.get_running_loop().create_task(self._close_and_delete(runtime), name=f"drop {gpid}")
+        self._dropping[gpid] = task
+        task.add_done_callback(lambda _: self._forget_drop(gpid, task))
+
+    def _forget_drop(self, gpid: Gpid, task: asyncio.Task[None]) -> None:
+        if self._dropping.get(gpid) is task:
+            del self._dropping[gpid]
+
+    async def _close_and_delete(self, runtime: ReplicaRuntime) -> None:
+        await self._requests.cancel(runtime)
+        await runtime.close(drain_s=DROP_DRAIN_S)
+        try:
+            await asyncio.get_running_loop().run_in_executor(self._executor, remove_replica, runtime.paths)
+        except OSError as exc:
+            logger.warning("%s: deleting the dropped replica's data failed: %s", runtime.gpid, exc)
+        else:
+            logger.info("%s: replica %s dropped and its data deleted", self.address, runtime.gpid)
+
+    def send_to_peer(self, outbound: Outbound) -> None:
+        message = outbound.message
+        invariant(isinstance(message, REPLICA_MESSAGE_TYPES), f"not a replica message: {message!r}")
+        envelope = ReplicaEnvelope(sender=self.address, message=message)  # type: ignore[arg-type]
+        self._outbox.send(outbound.to, envelope)
+
+    def send_to_meta(self, message: Message) -> None:
+        self._meta.submit(message, self._on_meta_reply)
+
+    def _on_meta_reply(self, reply: Message) -> None:
+        if not isinstance(reply, _META_REPLIES):
+            logger.warning("meta answered with an unexpected %s", type(reply).__name__)
+            return
+        sender = self._meta.leader or ""
+        self._run_event(lambda node: node.on_message(sender, reply))
+
+    def refuse_write(self, token: ClientToken, code: ErrorCode, reason: str) -> None:
+        self._waiters.refuse(token, code, reason)
+
+    def start_request(self, runtime: ReplicaRuntime, request: RuntimeRequest) -> None:
+        self._requests.start(runtime, request)
+
+    # --- RuntimeHost (replica_runtime.py) -----------------------------------------------------
+
+    def on_log_durable(self, runtime: ReplicaRuntime, ballot: int, decree: int) -> None:
+        gpid = runtime.gpid
+        self._deliver(runtime, lambda node: node.on_log_durable(gpid, ballot, decree))
+
+    def answer_write(self, token: ClientToken, reply: Message) -> None:
+        self._waiters.answer(token, reply)
+
+    def on_local_failure(self, runtime: ReplicaRuntime, reason: str) -> None:
+        gpid = runtime.gpid
+        self._deliver(runtime, lambda node: node.on_local_failure(gpid, reason))
+
+    def _on_log_truncated(self, runtime: ReplicaRuntime, start_decree: int) -> None:
+        gpid = runtime.gpid
+        self._deliver(runtime, lambda node: node.on_log_truncated(gpid, start_decree))
+
+    # --- table information (the partition check) ---------------------------------------------
+
+    def _want_table_info(self, app_id: int) -> None:
+        if app_id not in self._partition_counts:
+            self._query_tables()
+
+    def _refresh_table_infos(self) -> None:
+        node = self._node
+        if node is not None and any(g.app_id not in self._partition_counts for g in node.gpids()):
+            self._query_tables()
+
+    def _query_tables(self) -> None:
+        if self._table_query_in_flight or self._stopping:
+            return
+        self._table_query_in_flight = True
+        if not self._meta.submit(ListTablesRequest(include_dropped=True), self._on_tables):
+            self._table_query_in_flight = False
+            return
+        # A failed query leaves no answer: allow the next attempt after the meta timeout.
+        asyncio.get_running_loop().call_later(self.config.meta_timeout_s * 2, self._table_query_done)
+
+    def _table_query_done(self) -> None:
+        self._table_query_in_flight = False
+
+    def _on_tables(self, reply: Message) -> None:
+        self._table_query_in_flight = False
+        if not isinstance(reply, ListTablesResponse):
+            return
+        for table in reply.tables:
+            self._partition_counts[table.app_id] = table.partition_count
+
+    def _check_partition(self, gpid: Gpid, request: Message) -> None:
+        count = self._partition_counts.get(gpid.app_id)
+        if count is None:
+            self._want_table_info(gpid.app_id)
+            raise BusyError(f"table of app id {gpid.app_id} not known here yet; retry shortly")
+        check_partition(gpid, request, count)
+
+    # --- requests -----------------------------------------------------------------------------
+
+    def _handle(self, request: Decoded, peer: str) -> HandlerResult:
+        if self._node is None or self._stopping:
+            raise ShuttingDownError("the replica server is not serving")
+        message = request.message
+        kind = type(message)
+        if kind is ReplicaEnvelope:
+            assert isinstance(message, ReplicaEnvelope)
+            envelope = message
+            self._run_event(lambda node: node.on_message(envelope.sender, envelope.message))
+            return None
+        if kind is ConfigCommand:
+            self._run_event(lambda node: node.on_message(peer, message))
+            return None
+        if kind in WRITE_TYPES:
+            return self._client_write(request.gpid, message)
+        if kind in READ_TYPES:
+            return self._client_read(request.gpid, message)
+        if kind is CheckpointManifestRequest:
+            assert isinstance(message, CheckpointManifestRequest)
+            return self._shelf.serve_manifest(message)
+        if kind is CheckpointChunkRequest:
+            assert isinstance(message, CheckpointChunkRequest)
+            return self._shelf.serve_chunk(message, self.config.learn_chunk_bytes)
+        raise UnsupportedError(f"a replica server does not serve {kind.__name__}")
+
+    def _client_write(self, gpid: Gpid | None, request: Message) -> asyncio.Future[Message]:
+        if gpid is None:
+            raise InvalidArgumentError("a data request must name its partition (gpid)")
+        node = self.node
+        if gpid not in self._runtimes or node.replica(gpid) is None:
+            raise NotPrimaryError(f"partition {gpid} is not served here")
+        validate_write(request)
+        self._check_partition(gpid, request)
+        token, future = self._waiters.add(gpid)
+        timestamp_us = time.time_ns() // 1000
+        self._run_event(lambda node: node.on_client_write(gpid, token, request, timestamp_us))  # type: ignore[arg-type]
+        return future
+
+    def _client_read(self, gpid: Gpid | None, request: Message) -> Message | Awaitable[Message]:
+        if gpid is None:
+            raise InvalidArgumentError("a data request must name its partition (gpid)")
+        node = self.node
+        runtime = self._runtimes.get(gpid)
+        if runtime is None:
+            raise NotPrimaryError(f"partition {gpid} is not served here")
+        code = node.check_read(gpid)
+        if code != ErrorCode.OK:
+            raise error_from_code(code, f"partition {gpid} cannot serve reads here now ({code.name})")
+        if self._current_tick() >= node.lease_valid_until:
+            # The tick loop has not noticed yet, but the lease has lapsed in real time.
+            raise NotPrimaryError(f"the lease of {self.address} has lapsed")
+        validate_read(request)
+        self._check_partition(gpid, request)
+        target = runtime.apply_handed_decree
+        if type(request) in INLINE_READ_TYPES and runtime.is_open and runtime.applied_through(target):
+            return runtime.read_now(request)
+        return self._read_later(runtime, request, target)
+
+    async def _read_later(self, runtime: ReplicaRuntime, request: Message, target: int) -> Message:
+        await runtime.wait_applied(target)
+        if type(request) in INLINE_READ_TYPES:
+            return runtime.read_now(request)
+        return await runtime.read_in_thread(request)
+
+
+def _discover(data_dir: Path) -> list[Gpid]:
+    data_dir.mkdir(parents=True, exist_ok=True)
+    remove_leftovers(data_dir)
+    return replica_gpids_on_disk(data_dir)

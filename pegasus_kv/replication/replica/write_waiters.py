@@ -1,0 +1,65 @@
+"""Client writes waiting for their answer: ClientToken -> the future the RPC server listens to.
+
+The replica core names a waiting write by an opaque token (ready.py ClientToken). The server
+allocates one per write it hands to the core, and the Ready says how it ends: the store's reply
+for that write after the apply (answer), or an error code (refuse: BUSY, NOT_PRIMARY,
+NOT_ENOUGH_MEMBER, TIMEOUT - prepared but outcome unknown - or STORAGE / SHUTTING_DOWN from the
+runtime). The table is bounded: past max_waiting writes the server answers BUSY before the core
+sees the write.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+
+from pegasus_kv.core.errors import BusyError, ErrorCode, error_from_code
+from pegasus_kv.core.ids import Gpid
+from pegasus_kv.core.registry import Message
+from pegasus_kv.replication.pacifica.ready import ClientToken
+from pegasus_kv.replication.replica.invariants import invariant
+
+
+class WriteWaiters:
+    def __init__(self, max_waiting: int) -> None:
+        invariant(max_waiting >= 1, "max_waiting must be positive")
+        self.max_waiting = max_waiting
+        self._tokens = itertools.count(1)
+        self._waiting: dict[ClientToken, tuple[Gpid, asyncio.Future[Message]]] = {}
+
+    def __len__(self) -> int:
+        return len(self._waiting)
+
+    def add(self, gpid: Gpid) -> tuple[ClientToken, asyncio.Future[Message]]:
+        """A new token and its future; raises BusyError when the table is full."""
+        if len(self._waiting) >= self.max_waiting:
+            raise BusyError(f"{len(self._waiting)} writes are waiting on this server")
+        token = next(self._tokens)
+        future: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
+        self._waiting[token] = (gpid, future)
+        return token, future
+
+    def answer(self, token: ClientToken, reply: Message) -> None:
+        entry = self._waiting.pop(token, None)
+        if entry is not None and not entry[1].done():
+            entry[1].set_result(reply)
+
+    def refuse(self, token: ClientToken, code: ErrorCode, reason: str = "") -> None:
+        entry = self._waiting.pop(token, None)
+        if entry is not None and not entry[1].done():
+            entry[1].set_exception(error_from_code(code, reason or _REASONS.get(code, "")))
+
+    def refuse_all(self, code: ErrorCode, reason: str, gpid: Gpid | None = None) -> int:
+        """Refuse every waiting write (of one replica when gpid is given); returns how many."""
+        tokens = [token for token, (g, _) in self._waiting.items() if gpid is None or g == gpid]
+        for token in tokens:
+            self.refuse(token, code, reason)
+        return len(tokens)
+
+
+_REASONS = {
+    ErrorCode.NOT_PRIMARY: "this replica is not the serving primary: refresh the configuration",
+    ErrorCode.NOT_ENOUGH_MEMBER: "the partition has too few members to commit writes",
+    ErrorCode.BUSY: "the partition's write queue is full",
+    ErrorCode.TIMEOUT: "the write was prepared but the primary changed: its outcome is unknown",
+}

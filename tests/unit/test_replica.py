@@ -1,0 +1,276 @@
+"""The replica core driven event by event: what a runtime relies on beyond the golden transcripts."""
+
+from __future__ import annotations
+
+import pytest
+
+from pegasus_kv.core.errors import ErrorCode
+from pegasus_kv.core.ids import Gpid
+from pegasus_kv.core.messages import SetRequest
+from pegasus_kv.core.mutation import Mutation
+from pegasus_kv.replication.pacifica.config import NodeAddress, PartitionConfiguration, PartitionStatus
+from pegasus_kv.replication.pacifica.invariant import ReplicaInvariantError
+from pegasus_kv.replication.pacifica.learner_state import LearnerPhase
+from pegasus_kv.replication.pacifica.messages import (
+    GroupCheck,
+    LearnKind,
+    LearnResponse,
+    Prepare,
+    PrepareAck,
+    PrepareOutcome,
+)
+from pegasus_kv.replication.pacifica.options import ReplicaOptions
+from pegasus_kv.replication.pacifica.ready import InstallCheckpoint, Ready
+from pegasus_kv.replication.pacifica.replica import Replica
+
+GPID = Gpid(1, 0)
+
+
+def status(replica: Replica | None) -> PartitionStatus | None:
+    """Read the status afresh (a property: events change it behind mypy's narrowing)."""
+    return replica.status if replica is not None else None
+
+
+OPTIONS = ReplicaOptions(max_inflight_mutations=3, max_queued_writes=2, max_batch_writes=2)
+
+
+def config(ballot: int, primary: NodeAddress | None, *secondaries: NodeAddress) -> PartitionConfiguration:
+    return PartitionConfiguration(gpid=GPID, ballot=ballot, primary=primary, secondaries=secondaries)
+
+
+def put(value: str) -> SetRequest:
+    return SetRequest(hash_key=b"k", sort_key=b"", value=value.encode())
+
+
+def primary_of(*secondaries: NodeAddress, options: ReplicaOptions = OPTIONS) -> Replica:
+    """A primary of ballot 1 that has committed its empty first mutation (d1) and serves."""
+    replica = Replica(GPID, "r1", options)
+    replica.on_lease(1000)
+    ready = replica.on_config(config(1, "r1", *secondaries))
+    [empty] = ready.persist
+    assert (empty.decree, empty.ballot, empty.writes) == (1, 1, [])
+    durable(replica, ready)
+    for node in secondaries:
+        replica.on_message(node, ack(1))
+    assert replica.check_read(0) == ErrorCode.OK
+    return replica
+
+
+def ack(decree: int, ballot: int = 1, outcome: PrepareOutcome = PrepareOutcome.OK) -> PrepareAck:
+    return PrepareAck(GPID, ballot, decree, outcome, confirmed_decree=decree, last_committed_decree=0)
+
+
+def durable(replica: Replica, ready: Ready) -> Ready:
+    last = ready.persist[-1]
+    return replica.on_log_durable(last.ballot, last.decree)
+
+
+def test_the_primary_commits_once_durable_locally_and_acknowledged_by_every_secondary() -> None:
+    primary = primary_of("r2", "r3")
+    ready = primary.on_client_write(7, put("a"), timestamp_us=100)
+    assert [m.decree for m in ready.persist] == [2]
+    assert sorted(o.to for o in ready.send) == ["r2", "r3"]
+    assert primary.on_message("r2", ack(2)).apply == []
+    assert primary.on_message("r3", ack(2)).apply == []  # acknowledged by all, not durable here yet
+    applied = durable(primary, ready).apply
+    assert [(a.mutation.decree, a.tokens) for a in applied] == [(2, (7,))]
+    assert primary.last_committed_decree == 2
+
+
+def test_acks_of_an_older_ballot_do_not_count() -> None:
+    primary = primary_of("r2")
+    ready = primary.on_client_write(1, put("a"), timestamp_us=100)
+    durable(primary, ready)
+    assert primary.on_message("r2", ack(2, ballot=0)).apply == []
+    assert primary.last_committed_decree == 1
+
+
+def test_a_durability_report_covers_every_earlier_append() -> None:
+    primary = primary_of("r2", options=ReplicaOptions(max_batch_writes=1))
+    first = primary.on_client_write(1, put("a"), timestamp_us=100)
+    second = primary.on_client_write(2, put("b"), timestamp_us=100)
+    primary.on_message("r2", ack(2))
+    primary.on_message("r2", ack(3))
+    applied = durable(primary, second).apply
+    assert [a.mutation.decree for a in applied] == [2, 3]
+    assert durable(primary, first).is_empty  # reported again: nothing left to do
+
+
+def test_mutation_timestamps_always_increase_and_tokens_follow_the_writes() -> None:
+    primary = primary_of("r2", options=ReplicaOptions(max_inflight_mutations=1, max_batch_writes=5))
+    first = primary.on_client_write(1, put("a"), timestamp_us=500)
+    # The next two wait for d1 and are batched together; their clock went backwards.
+    primary.on_client_write(2, put("b"), timestamp_us=400)
+    primary.on_client_write(3, put("c"), timestamp_us=450)
+    durable(primary, first)
+    ready = primary.on_message("r2", ack(2))
+    mutation = ready.persist[0]
+    assert (mutation.decree, mutation.timestamp_us, len(mutation.writes)) == (3, 501, 2)
+    durable(primary, ready)
+    applied = primary.on_message("r2", ack(3)).apply
+    assert applied[0].tokens == (2, 3)
+
+
+def test_writes_are_refused_where_they_could_not_be_served() -> None:
+    secondary = Replica(GPID, "r2", OPTIONS)
+    secondary.on_lease(1000)
+    secondary.on_config(config(1, "r1", "r2"))
+    assert [r.code for r in secondary.on_client_write(1, put("a"), 1).replies] == [ErrorCode.NOT_PRIMARY]
+
+    alone = primary_of()  # one member < min_replica_count 2 (it commits its empty mutation alone)
+    assert [r.code for r in alone.on_client_write(2, put("a"), 1).replies] == [ErrorCode.NOT_ENOUGH_MEMBER]
+
+    primary = primary_of("r2", options=ReplicaOptions(max_inflight_mutations=1, max_queued_writes=1))
+    primary.on_client_write(3, put("a"), 1)  # prepared
+    primary.on_client_write(4, put("b"), 1)  # queued
+    assert [r.code for r in primary.on_client_write(5, put("c"), 1).replies] == [ErrorCode.BUSY]
+
+    primary.on_lease(0)  # the lease lapsed: queued writes are refused, new ones too
+    primary.on_tick(1)
+    assert [r.code for r in primary.on_client_write(6, put("d"), 1).replies] == [ErrorCode.NOT_PRIMARY]
+
+
+def test_reads_need_a_valid_lease_and_a_finished_reconciliation() -> None:
+    log = [Mutation(ballot=1, decree=1, timestamp_us=1, writes=[put("a")])]
+    replica = Replica(GPID, "r2", OPTIONS, log=log)
+    assert replica.check_read(0) == ErrorCode.NOT_PRIMARY
+    replica.on_lease(100)
+    ready = replica.on_config(config(2, "r2", "r3"))  # promoted: re-prepares d1 under ballot 2
+    assert [(m.decree, m.ballot) for m in ready.persist] == [(1, 2)]
+    assert replica.check_read(0) == ErrorCode.BUSY
+    durable(replica, ready)
+    replica.on_message("r3", ack(1, ballot=2))
+    assert replica.check_read(0) == ErrorCode.OK
+    assert replica.check_read(100) == ErrorCode.NOT_PRIMARY  # the lease runs until tick 100
+
+
+def test_a_secondary_acknowledges_only_after_the_log_is_durable() -> None:
+    secondary = Replica(GPID, "r2", OPTIONS)
+    cfg = config(1, "r1", "r2")
+    mutation = Mutation(ballot=1, decree=1, timestamp_us=1, writes=[put("a")])
+    ready = secondary.on_message("r1", Prepare(GPID, cfg, mutation, last_committed_decree=0))
+    assert secondary.status == PartitionStatus.SECONDARY  # adopted ballot 1 from the primary named in it
+    assert ready.persist == [mutation]
+    assert ready.send == []
+    [outbound] = ready.send_after_persist
+    assert isinstance(outbound.message, PrepareAck) and outbound.message.outcome == PrepareOutcome.OK
+
+
+def test_a_prepare_from_a_node_the_configuration_does_not_name_primary_is_not_trusted() -> None:
+    secondary = Replica(GPID, "r2", OPTIONS)
+    mutation = Mutation(ballot=1, decree=1, timestamp_us=1, writes=[put("a")])
+    ready = secondary.on_message("r9", Prepare(GPID, config(1, "r1", "r2"), mutation, 0))
+    assert ready.request_config_sync
+    assert ready.persist == []
+    assert secondary.status == PartitionStatus.INACTIVE
+
+
+def test_a_local_failure_answers_every_waiting_client_and_stops_the_replica() -> None:
+    primary = primary_of("r2", options=ReplicaOptions(max_inflight_mutations=1))
+    primary.on_client_write(1, put("a"), 1)
+    primary.on_client_write(2, put("b"), 1)
+    ready = primary.on_local_failure("disk gone")
+    assert {(r.token, r.code) for r in ready.replies} == {(1, ErrorCode.TIMEOUT), (2, ErrorCode.NOT_PRIMARY)}
+    assert primary.status == PartitionStatus.ERROR
+    mutation = Mutation(ballot=2, decree=3, timestamp_us=1, writes=[])
+    answer = primary.on_message("r3", Prepare(GPID, config(2, "r3", "r1"), mutation, 0)).send[0].message
+    assert isinstance(answer, PrepareAck) and answer.outcome == PrepareOutcome.NOT_MEMBER
+
+
+def test_a_restarted_replica_never_takes_a_role_under_the_ballot_it_had() -> None:
+    log = [Mutation(ballot=3, decree=d, timestamp_us=d, writes=[put("x")]) for d in (1, 2)]
+    replica = Replica(GPID, "r1", OPTIONS, last_committed_decree=1, log=log)
+    replica.on_lease(100)
+    assert (status(replica), replica.ballot, replica.max_prepared_decree) == (PartitionStatus.INACTIVE, 3, 2)
+    replica.on_config(config(3, "r1", "r2"))
+    assert status(replica) == PartitionStatus.INACTIVE
+    replica.on_config(config(4, "r1", "r2"))
+    assert status(replica) == PartitionStatus.PRIMARY
+
+
+def _learner() -> Replica:
+    learner = Replica(GPID, "r4", OPTIONS)
+    learner.on_message("r1", GroupCheck(GPID, config(2, "r1", "r2"), 0, learner_signature=99))
+    assert learner.status == PartitionStatus.POTENTIAL_SECONDARY
+    return learner
+
+
+def test_a_learner_named_secondary_before_it_finished_learning_refuses_the_role() -> None:
+    learner = _learner()
+    learner.on_config(config(3, "r1", "r2", "r4"))
+    assert learner.status == PartitionStatus.INACTIVE
+
+
+def test_a_learner_applies_nothing_while_its_store_is_being_replaced() -> None:
+    learner = _learner()
+    checkpoint = LearnResponse(
+        GPID,
+        2,
+        99,
+        1,
+        PrepareOutcome.OK,
+        LearnKind.CHECKPOINT,
+        [],
+        5,
+        6,
+        checkpoint_decree=5,
+        checkpoint_ref="c",
+    )
+    [request] = learner.on_message("r1", checkpoint).requests
+    assert isinstance(request, InstallCheckpoint) and request.checkpoint_decree == 5
+    assert learner.learner_phase == LearnerPhase.INSTALLING
+    prepare = Prepare(GPID, config(2, "r1", "r2"), Mutation(ballot=2, decree=6, timestamp_us=1, writes=[]), 5)
+    ready = learner.on_message("r1", prepare)
+    assert ready.apply == [] and len(ready.send_after_persist) == 1  # held and acknowledged
+    assert learner.on_checkpoint_installed(request.request_id + 1).is_empty  # not ours
+    ready = learner.on_checkpoint_installed(request.request_id)
+    assert learner.last_committed_decree == 5
+    assert ready.send[0].message.last_prepared_decree == 5  # type: ignore[attr-defined]
+
+
+def test_results_of_unknown_runtime_requests_are_ignored() -> None:
+    primary = primary_of("r2")
+    assert primary.on_log_read(12345, []).is_empty
+    assert primary.on_checkpoint_made(12345, 0, "x").is_empty
+    assert primary.on_request_failed(12345, "gone").is_empty
+
+
+def test_time_never_goes_back() -> None:
+    replica = primary_of("r2")
+    replica.on_tick(5)
+    with pytest.raises(ReplicaInvariantError):
+        replica.on_tick(4)
+
+
+def test_options_are_validated() -> None:
+    with pytest.raises(ReplicaInvariantError):
+        ReplicaOptions(max_inflight_mutations=0)
+    with pytest.raises(ReplicaInvariantError):
+        ReplicaOptions(prepare_list_capacity=10, max_inflight_mutations=11)
+
+
+def test_nothing_prepared_under_a_new_ballot_leaves_before_the_ballot_is_durable_here() -> None:
+    # Otherwise a primary that crashed before its log held ballot 1 could come back with an older
+    # ballot, be named primary under ballot 1 again, and hand out decree 1 a second time.
+    replica = Replica(GPID, "r1", OPTIONS)
+    replica.on_lease(1000)
+    ready = replica.on_config(config(1, "r1", "r2"))
+    assert [type(o.message) for o in ready.send] == [GroupCheck]
+    assert [type(o.message) for o in ready.send_after_persist] == [Prepare]
+    early = replica.on_client_write(1, put("a"), timestamp_us=1)
+    assert early.send == [] and [o.to for o in early.send_after_persist] == ["r2"]
+    durable(replica, ready)  # ballot 1 is in the log now
+    late = replica.on_client_write(2, put("b"), timestamp_us=1)
+    assert [o.to for o in late.send] == ["r2"] and late.send_after_persist == []
+
+
+def test_the_ballot_survives_log_collection_through_the_runtime() -> None:
+    # The log was collected below the store's decree 20: no record shows ballot 5 any more, but the
+    # runtime kept it. Named primary again under ballot 5, the replica refuses; under 6 it serves.
+    replica = Replica(GPID, "r1", OPTIONS, last_committed_decree=20, log=[], log_start_decree=21, ballot=5)
+    replica.on_lease(100)
+    replica.on_config(config(5, "r1", "r2"))
+    assert status(replica) == PartitionStatus.INACTIVE
+    ready = replica.on_config(config(6, "r1", "r2"))
+    assert status(replica) == PartitionStatus.PRIMARY
+    assert [(m.decree, m.ballot, m.writes) for m in ready.persist] == [(21, 6, [])]
