@@ -1,0 +1,94 @@
+"""Running one server process (meta or replica) until SIGTERM or SIGINT.
+
+Both `pegasus-kv meta` and `pegasus-kv replica` load a validated config, start their server, wait
+for a signal or for the server to stop by itself, then shut down gracefully. Exit status: 0 after
+a graceful shutdown, 1 when the server failed (the log says why), 2 when the config is invalid.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Protocol, TypeVar
+
+from pegasus_kv.core.errors import PegasusError
+from pegasus_kv.replication import loop
+
+logger = logging.getLogger(__name__)
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_BAD_CONFIG = 2
+
+
+class ServerConfig(Protocol):
+    @property
+    def log_level(self) -> str: ...
+
+
+class Server(Protocol):
+    @property
+    def address(self) -> str: ...
+
+    @property
+    def failure(self) -> object | None: ...
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    async def wait_stopped(self) -> None: ...
+
+
+C = TypeVar("C", bound=ServerConfig)
+
+
+def run_server(
+    kind: str, config_path: Path, load_config: Callable[[Path], C], make_server: Callable[[C], Server]
+) -> int:
+    """Load the config (exit 2 if invalid), then serve on a fresh (uv)loop until signalled."""
+    try:
+        config = load_config(config_path)
+    except PegasusError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        return EXIT_BAD_CONFIG
+    logging.basicConfig(level=config.log_level, format=LOG_FORMAT)
+    return loop.run(serve_until_signalled(kind, make_server(config)))
+
+
+async def serve_until_signalled(kind: str, server: Server) -> int:
+    """Run `server` on the running loop until SIGTERM/SIGINT or until it stops by itself."""
+    event_loop = asyncio.get_running_loop()
+    stop_requested = asyncio.Event()
+    signals = (signal.SIGTERM, signal.SIGINT)
+    for signum in signals:
+        event_loop.add_signal_handler(signum, stop_requested.set)
+    try:
+        try:
+            await server.start()
+        except PegasusError as exc:
+            logger.error("%s server could not start: %s", kind, exc)
+            await server.stop()
+            return EXIT_FAILED
+        stopped = event_loop.create_task(server.wait_stopped())
+        requested = event_loop.create_task(stop_requested.wait())
+        await asyncio.wait({stopped, requested}, return_when=asyncio.FIRST_COMPLETED)
+        requested.cancel()
+        if stop_requested.is_set():
+            logger.info("%s server %s shutting down", kind, server.address)
+        await server.stop()
+        stopped.cancel()
+        await asyncio.gather(stopped, requested, return_exceptions=True)
+    finally:
+        for signum in signals:
+            event_loop.remove_signal_handler(signum)
+    if server.failure is not None:
+        return EXIT_FAILED
+    logger.info("%s server %s stopped", kind, server.address)
+    return EXIT_OK
