@@ -62,6 +62,40 @@ def _cmd_meta(args: argparse.Namespace) -> int:
     return run_meta(args.config)
 
 
+def _cmd_onebox(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from pegasus_kv.testing import onebox  # the cluster tooling loads only when asked
+    from pegasus_kv.testing.onebox_state import OneboxDirError
+
+    data_dir = Path(args.data_dir)
+    try:
+        if args.onebox_command == "start":
+            options = onebox.OneboxOptions(
+                data_dir=data_dir,
+                base_port=args.base_port,
+                meta_servers=args.meta_servers,
+                replica_servers=args.replica_servers,
+                meta_store=args.meta_store,
+                timeout_s=args.timeout,
+            )
+            return onebox.start_onebox(options)
+        if args.onebox_command == "status":
+            return onebox.print_status(data_dir, as_json=args.json)
+        if args.onebox_command == "stop":
+            return onebox.stop_onebox(data_dir)
+        if args.onebox_command == "clean":
+            return onebox.clean_onebox(data_dir)
+        if args.onebox_command == "stop-node":
+            return onebox.stop_node(data_dir, args.name, kill=args.kill)
+        if args.onebox_command == "start-node":
+            return onebox.start_node(data_dir, args.name)
+    except (onebox.OneboxError, OneboxDirError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    raise AssertionError(f"unknown onebox command {args.onebox_command!r}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="pegasus-kv",
@@ -117,6 +151,82 @@ def build_parser() -> argparse.ArgumentParser:
     )
     replica.add_argument("--config", required=True, metavar="FILE", help="the replica server's TOML file")
     replica.set_defaults(func=_cmd_replica)
+    onebox = sub.add_parser(
+        "onebox",
+        help="run a whole cluster on this machine, in the background",
+        description="A local cluster for development and tests: meta and replica servers as detached "
+        "processes, every node in DIR/<name>/ (config.toml, data, server.log), their pids and addresses "
+        "in DIR/onebox.json.",
+    )
+    onebox_sub = onebox.add_subparsers(dest="onebox_command", metavar="SUBCOMMAND")
+    onebox_sub.required = True
+
+    def onebox_command(name: str, help_text: str, description: str) -> argparse.ArgumentParser:
+        command = onebox_sub.add_parser(name, help=help_text, description=description)
+        command.add_argument("--data-dir", required=True, metavar="DIR", help="the onebox directory")
+        command.set_defaults(func=_cmd_onebox)
+        return command
+
+    start = onebox_command(
+        "start",
+        "start the cluster and wait until table temp is healthy",
+        "Start one meta server (embedded local meta store, no ZooKeeper) and three replica servers on "
+        "127.0.0.1, create table temp (8 partitions, 3 replicas), wait until every partition has a "
+        "primary and two secondaries, and print where everything listens. In a DIR that already holds "
+        "a onebox, start the nodes that are not running, with their configs and data.",
+    )
+    start.add_argument(
+        "--base-port",
+        type=int,
+        default=34601,
+        help="meta servers listen from this port, replica servers from it + 200; 0 picks free ports "
+        "(default 34601)",
+    )
+    start.add_argument("--meta-servers", type=int, default=1, help="how many meta servers (default 1)")
+    start.add_argument("--replica-servers", type=int, default=3, help="how many replica servers (default 3)")
+    start.add_argument(
+        "--meta-store",
+        choices=("local", "zookeeper"),
+        default="local",
+        help="local: the embedded store, one meta; zookeeper: also start a local ZooKeeper (Debian's "
+        "zookeeper package) shared by the meta servers",
+    )
+    start.add_argument(
+        "--timeout", type=float, default=60.0, help="seconds to wait for a healthy cluster (default 60)"
+    )
+    status = onebox_command(
+        "status",
+        "show the nodes, their addresses and pids",
+        "Show every node's address, pid and log. With --json print "
+        '{"meta": [addresses], "replica": [addresses], "ssh": "host:port", "pids": {name: pid}}; '
+        'a pid is null when that node is not running, and "ssh" is "" until the admin shell exists.',
+    )
+    status.add_argument("--json", action="store_true", help="print JSON")
+    onebox_command(
+        "stop",
+        "stop every node (SIGTERM, SIGKILL after a grace)",
+        "Stop every node: SIGTERM, then SIGKILL those still running after 10 s. Data stays; onebox "
+        "start restarts the same cluster.",
+    )
+    onebox_command(
+        "clean",
+        "stop the cluster and remove its directory",
+        "Stop every node and remove what onebox created in DIR (its node directories and onebox.json). "
+        "Refuses a DIR that has no onebox.json.",
+    )
+    stop_node = onebox_command(
+        "stop-node",
+        "stop one node (e.g. replica1), to inject a failure",
+        "Stop one node: SIGTERM (a graceful shutdown), or SIGKILL with --kill (a crash).",
+    )
+    stop_node.add_argument("name", help="the node: meta1, replica1, ... (see onebox status)")
+    stop_node.add_argument("--kill", action="store_true", help="SIGKILL instead of SIGTERM")
+    start_node = onebox_command(
+        "start-node",
+        "start one stopped node again",
+        "Start one node again with its existing config and data; it does not wait for health.",
+    )
+    start_node.add_argument("name", help="the node: meta1, replica1, ... (see onebox status)")
     return parser
 
 

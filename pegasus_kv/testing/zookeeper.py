@@ -76,6 +76,50 @@ def four_letter_word(host: str, port: int, word: str, timeout_s: float = 1.0) ->
     return answer.decode(errors="replace")
 
 
+def write_zookeeper_config(data_dir: Path, host: str, port: int, tick_time_ms: int = 500) -> Path:
+    """Write DATA_DIR/zoo.cfg for a standalone server on host:port; returns its path."""
+    config = data_dir / "zoo.cfg"
+    config.write_text(
+        "\n".join(
+            [
+                f"tickTime={tick_time_ms}",
+                f"dataDir={data_dir / 'data'}",
+                f"clientPort={port}",
+                f"clientPortAddress={host}",
+                "admin.enableServer=false",
+                "4lw.commands.whitelist=srvr,ruok,stat",
+                "maxClientCnxns=0",
+                f"minSessionTimeout={2 * tick_time_ms}",
+                "maxSessionTimeout=60000",
+                "",
+            ]
+        )
+    )
+    return config
+
+
+def zookeeper_command(java: str, classpath: str, config: Path, max_heap_mb: int = 256) -> list[str]:
+    """The argv of a ZooKeeper server reading `config`."""
+    return [
+        java,
+        f"-Xmx{max_heap_mb}m",
+        "-XX:+UseSerialGC",
+        "-XX:TieredStopAtLevel=1",  # starts faster; a test ZooKeeper does little work
+        "-Dzookeeper.admin.enableServer=false",
+        "-Dorg.slf4j.simpleLogger.defaultLogLevel=warn",
+        "-cp",
+        classpath,
+        MAIN_CLASS,
+        str(config),
+    ]
+
+
+def detached_zookeeper_command(config: Path) -> list[str]:
+    """The argv onebox spawns as a detached process (its pid goes into onebox.json); raises
+    ZooKeeperUnavailableError when java or the jars are missing."""
+    return zookeeper_command(find_java(), zookeeper_classpath(), config)
+
+
 class ZooKeeperServer:
     """One standalone ZooKeeper process on 127.0.0.1. Use as a context manager, or start()/stop()."""
 
@@ -141,35 +185,8 @@ class ZooKeeperServer:
 
     def _launch(self, java: str, classpath: str) -> None:
         assert self.data_dir is not None
-        config = self.data_dir / "zoo.cfg"
-        config.write_text(
-            "\n".join(
-                [
-                    f"tickTime={self.tick_time_ms}",
-                    f"dataDir={self.data_dir / 'data'}",
-                    f"clientPort={self.port}",
-                    f"clientPortAddress={self.host}",
-                    "admin.enableServer=false",
-                    "4lw.commands.whitelist=srvr,ruok,stat",
-                    "maxClientCnxns=0",
-                    f"minSessionTimeout={2 * self.tick_time_ms}",
-                    "maxSessionTimeout=60000",
-                    "",
-                ]
-            )
-        )
-        command = [
-            java,
-            f"-Xmx{self.max_heap_mb}m",
-            "-XX:+UseSerialGC",
-            "-XX:TieredStopAtLevel=1",  # starts faster; a test ZooKeeper does little work
-            "-Dzookeeper.admin.enableServer=false",
-            "-Dorg.slf4j.simpleLogger.defaultLogLevel=warn",
-            "-cp",
-            classpath,
-            MAIN_CLASS,
-            str(config),
-        ]
+        config = write_zookeeper_config(self.data_dir, self.host, self.port, self.tick_time_ms)
+        command = zookeeper_command(java, classpath, config, self.max_heap_mb)
         with open(self.log_path, "ab") as log:
             self._process = subprocess.Popen(
                 command, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True
