@@ -197,3 +197,32 @@ def test_onebox_clean_refuses_a_directory_onebox_did_not_create(tmp_path: Path) 
     assert refused.returncode == 1
     assert "not a onebox directory" in refused.stderr
     assert (precious / "notes.txt").read_text() == "keep me"
+
+
+def readme_client_example() -> str:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    start = readme.index("```python\n") + len("```python\n")
+    return readme[start : readme.index("```", start)]
+
+
+def test_the_readme_client_example_runs_as_written(tmp_path: Path) -> None:
+    example = readme_client_example()
+    assert '"127.0.0.1:34601"' in example  # onebox's default meta address, as a newcomer runs it
+    with running_onebox(tmp_path / "onebox") as data_dir:
+        status = json.loads(onebox("status", "--data-dir", str(data_dir), "--json").stdout)
+        script = tmp_path / "example.py"
+        # The test cluster listens on free ports; only the address differs from the README.
+        script.write_text(example.replace("127.0.0.1:34601", status["meta"][0]))
+        ran = subprocess.run(
+            [sys.executable, str(script)], capture_output=True, text=True, timeout=60, check=False
+        )
+    assert ran.returncode == 0, ran.stderr
+    lines = ran.stdout.splitlines()
+    assert lines[:2] == ["b'Ada'", "1"]
+    assert lines[2] == "{b'city': b'London', b'lang': b'en', b'name': b'Ada', b'visits': b'1'} True"
+    assert lines[3:] == [
+        "b'user1' b'city' b'London'",
+        "b'user1' b'lang' b'en'",
+        "b'user1' b'name' b'Ada'",
+        "b'user1' b'visits' b'1'",
+    ]
