@@ -130,6 +130,7 @@ def test_a_crash_loses_the_memtable_and_the_log_brings_the_writes_back(tmp_path:
             last_committed_decree=recovered.last_committed_decree,
             log=recovered.log,
             log_start_decree=recovered.log_start_decree,
+            ballot=recovered.ballot,
         )
         assert replica.max_prepared_decree == 50
         assert replica.ballot == 3

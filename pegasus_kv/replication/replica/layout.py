@@ -8,6 +8,7 @@
         learn/          checkpoints made for learners (ckpt-<decree>-<n>/) and copies being fetched
                         from a primary (incoming-<n>/)
         applied_decree  the decree the runtime had applied to the store, written now and then
+        max_ballot      the highest ballot of any mutation made durable in the log, ever
 
 Why `applied_decree`: RocksDB runs without its WAL (DESIGN.md section 3), so after a crash the store
 stands at its last flush, possibly far behind. The replica core rebuilds its prepare list from the
@@ -17,6 +18,17 @@ applied decree was committed here, and the live log record of a committed decree
 mutation (a replica never logs another version of a decree after committing it). So on start the
 runtime re-applies log records up to the recorded decree before handing the rest to the core, which
 then only sees the uncommitted tail (Pegasus knows the same from the commit point in each log record).
+
+Why `max_ballot`: a replica's ballot lives in its log, and log collection may delete every record of
+the highest ballot. A replica that forgot a ballot it prepared under could be named primary under it
+again and hand out a decree twice (ready.py, `persist`; PacificA section 3.3: a ballot is used once).
+So the runtime records the highest durable ballot here before it reports a mutation of that ballot
+durable, and hands max(recorded, the log's) to ReplicaNode.load_replica on start (Pegasus keeps the
+ballot in its replica's `.init-info` file for the same reason).
+
+Both files are written whole to `<name>.tmp`, fsynced and renamed over the old one (then the
+directory is fsynced): a crash leaves either the old or the new value, and a torn `.tmp` is never
+read.
 """
 
 from __future__ import annotations
@@ -32,6 +44,7 @@ from pegasus_kv.core.ids import Gpid
 REPLICAS_DIR = "replicas"
 _GPID_DIR = re.compile(r"^(\d{1,10})\.(\d{1,10})$")
 APPLIED_DECREE_FILE = "applied_decree"
+MAX_BALLOT_FILE = "max_ballot"
 DELETING_SUFFIX = ".deleting"
 # At most this many replica directories are considered at start (bounded like the node's replicas).
 MAX_REPLICA_DIRS = 1_000_000
@@ -47,6 +60,7 @@ class ReplicaPaths:
         self.store_old_dir = self.root / "store.old"
         self.learn_dir = self.root / "learn"
         self.applied_decree_file = self.root / APPLIED_DECREE_FILE
+        self.max_ballot_file = self.root / MAX_BALLOT_FILE
 
 
 def replica_gpids_on_disk(data_dir: Path) -> list[Gpid]:
@@ -115,29 +129,49 @@ def remove_replica(paths: ReplicaPaths) -> None:
 
 def read_applied_decree(paths: ReplicaPaths) -> int:
     """The applied decree recorded last (0 when none was; blocking)."""
-    try:
-        text = paths.applied_decree_file.read_text(encoding="ascii").strip()
-    except FileNotFoundError:
-        return 0
-    except OSError as exc:
-        raise StorageError(f"cannot read {paths.applied_decree_file}: {exc}") from exc
-    if not text.isdigit():
-        raise StorageError(f"{paths.applied_decree_file} holds {text!r}, not a decree")
-    return int(text)
+    return _read_number(paths.applied_decree_file, "a decree")
 
 
 def write_applied_decree(paths: ReplicaPaths, decree: int) -> None:
     """Record the applied decree durably and atomically (write, fsync, rename; blocking)."""
-    temporary = paths.applied_decree_file.with_suffix(".tmp")
+    _write_number(paths, paths.applied_decree_file, decree)
+
+
+def read_max_ballot(paths: ReplicaPaths) -> int:
+    """The highest durable ballot recorded last (0 when none was; blocking)."""
+    return _read_number(paths.max_ballot_file, "a ballot")
+
+
+def write_max_ballot(paths: ReplicaPaths, ballot: int) -> None:
+    """Record the highest durable ballot durably and atomically (write, fsync, rename; blocking)."""
+    _write_number(paths, paths.max_ballot_file, ballot)
+
+
+def _read_number(path: Path, what: str) -> int:
+    try:
+        text = path.read_text(encoding="ascii").strip()
+    except FileNotFoundError:
+        return 0
+    except (OSError, UnicodeDecodeError) as exc:
+        raise StorageError(f"cannot read {path}: {exc}") from exc
+    if not text.isdigit():
+        raise StorageError(f"{path} holds {text!r}, not {what}")
+    return int(text)
+
+
+def _write_number(paths: ReplicaPaths, path: Path, number: int) -> None:
+    if number < 0:
+        raise StorageError(f"refusing to record {number} in {path}: not a non-negative number")
+    temporary = path.with_name(path.name + ".tmp")
     try:
         with open(temporary, "w", encoding="ascii") as handle:
-            handle.write(f"{decree}\n")
+            handle.write(f"{number}\n")
             handle.flush()
             os.fsync(handle.fileno())
-        os.replace(temporary, paths.applied_decree_file)
+        os.replace(temporary, path)
         _fsync_dir(paths.root)
     except OSError as exc:
-        raise StorageError(f"cannot write {paths.applied_decree_file}: {exc}") from exc
+        raise StorageError(f"cannot write {path}: {exc}") from exc
 
 
 def _fsync_dir(directory: Path) -> None:

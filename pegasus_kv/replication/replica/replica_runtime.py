@@ -6,8 +6,11 @@ ordering obligations of the Ready contract per replica:
 1. `persist(mutations)`: queued in order; one persist task appends them to the log, a batch at a time
    (everything queued while the previous batch was being fsynced goes together: group commit on top
    of the log's own), and reports the last mutation of each durable batch to the host, which calls
-   the core's on_log_durable. A batch is at most a bounded number of records and bytes, below the
-   log's own pending bounds, so appends never wait for room and reach the log in exactly this order.
+   the core's on_log_durable. A batch that brings a higher ballot than the recorded `max_ballot`
+   (layout.py) first records it, in a worker thread, before the batch counts as durable: the core
+   must never act on a ballot a crash followed by log collection could forget. A batch is at most
+   a bounded number of records and bytes, below the log's own pending bounds, so appends never wait
+   for room and reach the log in exactly this order.
 2. `send_after_persist(outbounds)`: held until every mutation handed to `persist` so far is durable
    (counted by position), sent at once when nothing is pending.
 3. `apply(items)`: queued behind every earlier store job; one store task runs them in a worker thread
@@ -21,8 +24,9 @@ apply handed out before it was admitted has reached the store (ready.py `check_r
 Recovery (`open(fresh=False)`): open the store (at its last flushed decree S), open the log, re-apply
 the committed log records up to the recorded applied decree (layout.py says why that is safe and
 needed), then give the core what is left: the store's decree and the log records after it, trimmed
-to what its prepare list can hold, plus one record carrying the log's highest ballot so the core
-never accepts a ballot the log already moved past.
+to what its prepare list can hold, and the highest ballot ever durable here: the larger of the
+recorded `max_ballot` and the log's (the records of that ballot may have been collected), so the
+core never accepts a ballot the log already moved past.
 
 A failure of the log or the store (StorageError, a refused append) ends this replica's usefulness:
 the host is told once (the core becomes ERROR) and waiting clients get STORAGE.
@@ -61,7 +65,9 @@ from pegasus_kv.replication.replica.layout import (
     prepare_existing,
     prepare_fresh,
     read_applied_decree,
+    read_max_ballot,
     write_applied_decree,
+    write_max_ballot,
 )
 from pegasus_kv.replication.replica.mutation_log import MutationLog, MutationLogOptions
 from pegasus_kv.storage import PartitionStore, StoreOptions, SweepResult, restore_checkpoint
@@ -123,6 +129,9 @@ class Recovered:
     log: list[Mutation]
     log_start_decree: int
     reapplied: int  # log records re-applied to the store because the applied decree recorded them
+    # The highest ballot of any mutation ever durable in the log, collected records included
+    # (load_replica's `ballot`).
+    ballot: int
 
 
 @dataclasses.dataclass(slots=True)
@@ -174,6 +183,7 @@ class ReplicaRuntime:
         self._persisted_count = 0  # mutations handed to persist, ever
         self._durable_count = 0  # of those, durable in the log
         self._held: collections.deque[tuple[int, Outbound]] = collections.deque()
+        self._recorded_ballot = 0  # the value of the max_ballot file (layout.py)
         # Store side.
         self._store_jobs: collections.deque[_StoreJob] = collections.deque()
         self._store_wakeup = asyncio.Event()
@@ -263,23 +273,27 @@ class ReplicaRuntime:
         self._applied_decree = self._store.last_applied_decree
         if fresh:
             self._recorded_applied = 0
-            return Recovered(last_committed_decree=0, log=[], log_start_decree=1, reapplied=0)
+            self._recorded_ballot = 0
+            return Recovered(last_committed_decree=0, log=[], log_start_decree=1, reapplied=0, ballot=0)
         return await self._recover()
 
     async def _recover(self) -> Recovered:
         store = self.store
         log = self.log
         recorded = await self._in_thread(read_applied_decree, self.paths)
+        recorded_ballot = await self._in_thread(read_max_ballot, self.paths)
+        ballot = max(recorded_ballot, log.max_ballot)
+        if ballot > recorded_ballot:
+            # A log written before the file existed, or a crash between an fsync and the record:
+            # record it now, before log collection can take the records away.
+            await self._in_thread(write_max_ballot, self.paths, ballot)
+        self._recorded_ballot = ballot
         store_decree = store.last_applied_decree
-        max_ballot = log.max_ballot
-        ballot_carrier: Mutation | None = None  # a log record with the log's highest ballot
         reapply: list[Mutation] = []
         tail: list[Mutation] = []
         reapplied = 0
         # The core holds at most capacity decrees after its commit point (prepare_list.py recover).
         async for mutation in log.replay(log.first_decree or 1):
-            if ballot_carrier is None and mutation.ballot == max_ballot:
-                ballot_carrier = mutation
             decree = mutation.decree
             committed = store_decree + reapplied + len(reapply)
             if decree <= committed:
@@ -297,9 +311,6 @@ class ReplicaRuntime:
         committed = store.last_applied_decree
         self._applied_decree = committed
         self._recorded_applied = recorded
-        log_records = list(tail)
-        if ballot_carrier is not None and ballot_carrier not in log_records:
-            log_records.insert(0, ballot_carrier)  # at or below the commit point: only its ballot counts
         first = log.first_decree
         log_start = first if first else committed + 1
         if reapplied:
@@ -311,9 +322,10 @@ class ReplicaRuntime:
             )
         return Recovered(
             last_committed_decree=committed,
-            log=log_records,
+            log=tail,
             log_start_decree=max(1, min(log_start, committed + 1)),
             reapplied=reapplied,
+            ballot=ballot,
         )
 
     async def _reapply(self, mutations: list[Mutation]) -> int:
@@ -369,12 +381,36 @@ class ReplicaRuntime:
                         raise result
                     self._fail(f"log append failed: {result}")
                     return
+            if not await self._record_ballot(max(mutation.ballot for mutation in batch)):
+                return
             self._durable_count += len(batch)
             self.persisted_batches += 1
             while self._held and self._held[0][0] <= self._durable_count:
                 self._host.send_to_peer(self._held.popleft()[1])
             for mutation in _durable_reports(batch):
                 self._host.on_log_durable(self, mutation.ballot, mutation.decree)
+
+    async def _record_ballot(self, ballot: int) -> bool:
+        """Make `ballot` (of a batch just made durable) survive log collection before anything
+        reports the batch durable (layout.py). Writes only when the ballot grows: once per ballot
+        change of the replica, not per batch. False when it failed (the replica failed with it)."""
+        if ballot <= self._recorded_ballot:
+            return True
+        try:
+            # On the log's threads: it is part of making the batch durable, and must not queue
+            # behind store work.
+            await self._loop.run_in_executor(self._log_executor, write_max_ballot, self.paths, ballot)
+        except PegasusError as exc:
+            self._fail(f"recording ballot {ballot} failed: {exc}")
+            return False
+        invariant(ballot > self._recorded_ballot, f"{self}: ballot record went back to {ballot}")
+        self._recorded_ballot = ballot
+        return True
+
+    @property
+    def recorded_ballot(self) -> int:
+        """The highest ballot recorded durably (survives log collection)."""
+        return self._recorded_ballot
 
     # --- 4. apply, and every other store job ----------------------------------------------------
 

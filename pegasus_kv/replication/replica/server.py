@@ -237,6 +237,8 @@ class ReplicaServer:
                 last_committed_decree=state.last_committed_decree,
                 log=state.log,
                 log_start_decree=state.log_start_decree,
+                # Kept across log collection by the runtime (layout.py, max_ballot).
+                ballot=state.ballot,
             )
         self._node = node
         self._start_s = loop.time()
