@@ -102,11 +102,14 @@ def replay_log(
     log), so the checkers judge what a restarted replica really holds. `capacity` None: no bound
     (reading the log for a learner)."""
     bound = capacity if capacity is not None else len(records) + 1
-    plist = PrepareList.recover(bound, checkpoint_decree, records)
-    if plist.max_decree <= checkpoint_decree:
-        return {}
-    held = plist.entries(checkpoint_decree + 1, plist.max_decree)
-    return {mutation.decree: mutation for mutation in held}
+    recovery = PrepareList.recover(bound, checkpoint_decree, records)
+    plist = recovery.plist
+    # The decrees the replay proved committed come first (the restarted replica applies them).
+    recovered = {mutation.decree: mutation for mutation in recovery.committed}
+    if plist.max_decree > plist.last_committed_decree:
+        held = plist.entries(plist.last_committed_decree + 1, plist.max_decree)
+        recovered.update((mutation.decree, mutation) for mutation in held)
+    return recovered
 
 
 class _ReplicaFiles:

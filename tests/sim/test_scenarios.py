@@ -4,12 +4,9 @@ random one. Each story still runs every invariant checker after every step and t
 
 from __future__ import annotations
 
-import pytest
-
 from pegasus_kv.core.ids import Gpid
 from pegasus_kv.core.mutation import Mutation
 from pegasus_kv.replication.pacifica.config import PartitionStatus
-from tests.sim.checkers import InvariantViolation
 from tests.sim.cluster import Cluster, SimOptions
 from tests.sim.replica_server import SimReplicaServer, log_file
 
@@ -114,13 +111,6 @@ def test_a_dropped_secondary_that_crashes_while_relearning_keeps_what_it_had_com
     cluster.finish()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=InvariantViolation,
-    reason="core bug, reported: PrepareList.recover keeps at most prepare_list_capacity (110) decrees "
-    "after the store's decree, so a replica whose store lags its log by more loses committed decrees "
-    "on restart",
-)
 def test_a_replica_whose_store_lags_its_log_by_many_decrees_recovers_all_it_committed() -> None:
     """RocksDB flushes when its memtable fills, not every few decrees, so after a crash the store may
     stand far behind the log. The log is the source of truth (pacifica.md, "Log and checkpoints"):

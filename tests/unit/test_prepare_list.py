@@ -101,12 +101,12 @@ def test_truncate_uncommitted_and_reset() -> None:
 def test_recovery_replays_the_log_in_append_order() -> None:
     # d2..d3 of ballot 1 were replaced by a new primary's d2 of ballot 2 before the crash.
     log = [mutation(1), mutation(2), mutation(3), mutation(2, ballot=2)]
-    plist = PrepareList.recover(10, last_committed_decree=0, log=log)
+    plist = PrepareList.recover(10, last_committed_decree=0, log=log).plist
     assert plist.max_decree == 2
     held = plist.get(2)
     assert held is not None and held.ballot == 2
     # The store already holds d1: only what follows is prepared.
-    plist = PrepareList.recover(10, last_committed_decree=1, log=log)
+    plist = PrepareList.recover(10, last_committed_decree=1, log=log).plist
     assert (plist.last_committed_decree, plist.start_decree, plist.max_decree) == (1, 2, 2)
 
 
@@ -114,9 +114,48 @@ def test_recovery_skips_records_that_do_not_continue_the_list() -> None:
     # A learner logged the held prepare d3 before it learned d1..d2, then appended d3 again once
     # it continued its list: the second record is what recovery keeps.
     log = [mutation(3, ballot=2), mutation(1), mutation(2), mutation(3, ballot=2)]
-    assert PrepareList.recover(10, 0, log).max_decree == 3
+    assert PrepareList.recover(10, 0, log).plist.max_decree == 3
     # Without the second record d3 is not recovered: nothing was acknowledged as a member for it.
-    assert PrepareList.recover(10, 0, log[:3]).max_decree == 2
+    assert PrepareList.recover(10, 0, log[:3]).plist.max_decree == 2
+
+
+def test_recovery_commits_what_a_log_longer_than_the_prepare_list_proves_committed() -> None:
+    # The store stands at d5 and the log holds d1..d30 of one primary: that primary held d30 only
+    # with d20 committed (capacity 10), so d6..d20 are committed and the runtime must apply them.
+    log = [mutation(decree) for decree in range(1, 31)]
+    recovery = PrepareList.recover(10, last_committed_decree=5, log=log)
+    assert [m.decree for m in recovery.committed] == list(range(6, 21))
+    assert recovery.committed == log[5:20]
+    plist = recovery.plist
+    assert (plist.last_committed_decree, plist.max_decree) == (20, 30)
+    assert [m.decree for m in plist.uncommitted()] == list(range(21, 31))
+
+
+def test_recovery_beyond_capacity_follows_what_newer_primaries_replaced() -> None:
+    # The store stands at d7. A new primary of ballot 2 replaced d8.. of ballot 1 before its log
+    # went on to d25: the committed d8..d15 are ballot 2's mutations.
+    log = [mutation(decree) for decree in range(1, 12)]
+    log += [mutation(decree, ballot=2) for decree in range(8, 26)]
+    recovery = PrepareList.recover(10, last_committed_decree=7, log=log)
+    assert recovery.committed == log[11:19]
+    assert [(m.decree, m.ballot) for m in recovery.committed] == [(d, 2) for d in range(8, 16)]
+    assert (recovery.plist.last_committed_decree, recovery.plist.max_decree) == (15, 25)
+
+
+def test_recovery_beyond_capacity_commits_entries_of_earlier_ballots_too() -> None:
+    # d1 and d2 were prepared under ballots 1 and 2 (the group formed); ballot 3's primary held d15
+    # only with d5 committed, and its mutations below are the ones this replica holds.
+    log = [mutation(1), mutation(2, ballot=2)] + [mutation(decree, ballot=3) for decree in range(3, 16)]
+    recovery = PrepareList.recover(10, last_committed_decree=0, log=log)
+    assert recovery.committed == log[:5]
+    assert (recovery.plist.last_committed_decree, recovery.plist.max_decree) == (5, 15)
+
+
+def test_recovery_with_the_store_caught_up_commits_nothing_new() -> None:
+    log = [mutation(decree) for decree in range(1, 31)]
+    recovery = PrepareList.recover(10, last_committed_decree=30, log=log)
+    assert recovery.committed == []
+    assert (recovery.plist.last_committed_decree, recovery.plist.max_decree) == (30, 30)
 
 
 @settings(max_examples=200, deadline=None)

@@ -274,3 +274,25 @@ def test_the_ballot_survives_log_collection_through_the_runtime() -> None:
     ready = replica.on_config(config(6, "r1", "r2"))
     assert status(replica) == PartitionStatus.PRIMARY
     assert [(m.decree, m.ballot, m.writes) for m in ready.persist] == [(21, 6, [])]
+
+
+def test_a_learner_with_an_old_uncommitted_tail_holds_no_prepare_that_recovery_could_join_to_it() -> None:
+    # A replica comes back with decrees 1..5 of ballot 1 in its log, none known committed, and is
+    # invited to learn under ballot 2. Were it to log a ballot-2 prepare right after that stale
+    # tail (say d4) and crash, recovery would read the log as one run and could treat stale
+    # entries as committed. So it refuses prepares that would continue the stale tail (FULL: the
+    # primary resends later) and holds only those that cannot be joined to it.
+    stale = [Mutation(ballot=1, decree=d, timestamp_us=d, writes=[put(f"stale{d}")]) for d in range(1, 6)]
+    learner = Replica(GPID, "r4", OPTIONS, last_committed_decree=0, log=stale)
+    learner.on_message("r1", GroupCheck(GPID, config(2, "r1", "r2"), 0, learner_signature=99))
+    assert learner.status is PartitionStatus.POTENTIAL_SECONDARY
+
+    def prepare(decree: int) -> tuple[list[int], list[PrepareOutcome]]:
+        mutation = Mutation(ballot=2, decree=decree, timestamp_us=100 + decree, writes=[put(f"new{decree}")])
+        ready = learner.on_message("r1", Prepare(GPID, config(2, "r1", "r2"), mutation, 0))
+        acks = [out.message for out in ready.send + ready.send_after_persist]
+        return [m.decree for m in ready.persist], [a.outcome for a in acks if isinstance(a, PrepareAck)]
+
+    assert prepare(4) == ([], [PrepareOutcome.FULL])  # would sit on the stale tail: refused
+    assert prepare(7) == ([7], [PrepareOutcome.OK])  # beyond the log's end: held
+    assert prepare(1) == ([1], [PrepareOutcome.OK])  # continues what it learned: held

@@ -15,6 +15,7 @@ start_decree - 1 <= last_committed_decree <= max_decree.
 
 from __future__ import annotations
 
+import dataclasses
 from collections import deque
 from collections.abc import Iterable
 
@@ -30,6 +31,16 @@ def same_mutation(a: Mutation, b: Mutation) -> bool:
         and a.cluster_id == b.cluster_id
         and a.writes == b.writes
     )
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class LogRecovery:
+    """What a log replay recovers: the prepare list, and the mutations after the store's decree
+    that the replay proved committed (decree order, contiguous from the store's decree + 1): the
+    runtime applies them before anything else (the Replica hands them out in its first Ready)."""
+
+    plist: PrepareList
+    committed: list[Mutation]
 
 
 class PrepareList:
@@ -159,7 +170,7 @@ class PrepareList:
         self._check()
 
     @classmethod
-    def recover(cls, capacity: int, last_committed_decree: int, log: Iterable[Mutation]) -> PrepareList:
+    def recover(cls, capacity: int, last_committed_decree: int, log: Iterable[Mutation]) -> LogRecovery:
         """Rebuild from a log replay: `log` in append order, the store at `last_committed_decree`.
 
         Replays every record through the same rule the live list follows: a record right after the
@@ -169,8 +180,20 @@ class PrepareList:
         before the entries it learns below them, and appends them again once they continue its
         list, so a record that does not continue the list here is never one the replica
         acknowledged as a member.
+
+        The store may lag the log by more than `capacity` decrees (RocksDB flushes when its
+        memtable fills, not on a schedule). A record of ballot b for decree D shows that the
+        primary of ballot b held D, and a primary never holds more than `capacity` decrees past
+        its commit point (see has_room_for; its reconciliation tail was such a list too), so it
+        had committed every decree up to D - capacity. The entries this replay holds below D are
+        the ones the replica held when it logged D (a member accepts prepares in decree order,
+        after confirming what precedes them; a learner logs a held prepare only where no prepare
+        it dropped from memory can precede it, Replica._learner_may_hold), which match that
+        primary's. So a record with no room commits the entries up to D - capacity instead of
+        being dropped, and the runtime must apply them (LogRecovery.committed).
         """
         plist = cls(capacity, last_committed_decree)
+        committed: list[Mutation] = []
         for mutation in log:
             decree = mutation.decree
             if decree <= plist.last_committed_decree or decree > plist.max_decree + 1:
@@ -179,9 +202,9 @@ class PrepareList:
             if held is not None and held.ballot >= mutation.ballot:
                 continue
             if not plist.has_room_for(decree):
-                continue
+                committed.extend(plist.commit(decree - capacity))
             plist.prepare(mutation)
-        return plist
+        return LogRecovery(plist, committed)
 
     # --- internals ----------------------------------------------------------------------------
 

@@ -115,6 +115,9 @@ def _event(method: Callable[Concatenate[Replica, _P], None]) -> Callable[Concate
         require(self._out is None, f"{self}: event entered while another event runs")
         out = Ready()
         self._out = out
+        if self._recovered_apply:
+            out.apply.extend(Apply(mutation, ()) for mutation in self._recovered_apply)
+            self._recovered_apply = []
         try:
             method(self, *args, **kwargs)
             self._check_invariants()
@@ -136,6 +139,9 @@ class Replica:
     learning from the log); `ballot` the highest ballot the log ever held, collected records
     included (the replica never acts as primary under a ballot up to it again, since it may have
     handed out decrees under it). A constructed replica is INACTIVE until a configuration names it.
+    When the log proves decrees after the store's committed (the store lags the log by more than
+    the prepare list capacity; PrepareList.recover), the replica's commit point starts past the
+    store's, and the Ready of its first event asks the runtime to apply those decrees first.
     """
 
     def __init__(
@@ -153,7 +159,11 @@ class Replica:
         self.me = me
         self.options = options or ReplicaOptions()
         replay = list(log)
-        self.plist = PrepareList.recover(self.options.prepare_list_capacity, last_committed_decree, replay)
+        recovery = PrepareList.recover(self.options.prepare_list_capacity, last_committed_decree, replay)
+        self.plist = recovery.plist
+        # Decrees the log proves committed beyond the store's (PrepareList.recover): the first
+        # event's Ready hands them to the runtime to apply, before anything else it asks for.
+        self._recovered_apply: list[Mutation] = recovery.committed
         self._ballot = max([ballot, *(m.ballot for m in replay)])
         self._status = PartitionStatus.INACTIVE
         self._config: PartitionConfiguration | None = None
@@ -169,6 +179,10 @@ class Replica:
         self._learner: LearnerState | None = None
         self._next_request_id = 1
         self._last_timestamp_us = max([0, *(m.timestamp_us for m in replay)])
+        # The largest decree of any record in the log: records up to it may be prepares this replica
+        # dropped from memory only (a learner's uncommitted tail), which a recovery replay would
+        # still chain (see _learner_may_hold).
+        self._log_max_decree = max([0, *(m.decree for m in replay)])
         self._out: Ready | None = None
         self._check_invariants()
 
@@ -1315,7 +1329,10 @@ class Replica:
             if entry is not None and learner.phase == LearnerPhase.COMPLETE:
                 pass  # already in the prepare list (a re-prepare under a newer ballot: same mutation)
             elif held is None or held.ballot < mutation.ballot:
-                if held is None and len(learner.held) >= self.options.prepare_list_capacity:
+                if held is None and (
+                    len(learner.held) >= self.options.prepare_list_capacity
+                    or not self._learner_may_hold(decree)
+                ):
                     self._ack_prepare(sender, decree, PrepareOutcome.FULL)
                     return
                 learner.held[decree] = mutation
@@ -1340,10 +1357,23 @@ class Replica:
     def _reply(self, token: ClientToken, code: ErrorCode) -> None:
         self._o.replies.append(ClientReply(token, code))
 
+    def _learner_may_hold(self, decree: int) -> bool:
+        """Whether a learner may log a held prepare at `decree` now.
+
+        A held prepare is logged before the entries learned below it. If the log still holds
+        prepares this replica dropped from memory when it began to learn (its uncommitted tail,
+        perhaps never committed), a recovery replay would chain the held prepare onto them and,
+        since a record of decree D proves D - capacity committed (PrepareList.recover), could
+        apply one of them. So the learner holds only prepares that continue what it has learned,
+        or that no stale record can reach; the primary resends the others (FULL).
+        """
+        return decree <= self.plist.max_decree + 1 or decree > self._log_max_decree + 1
+
     def _persist(self, mutation: Mutation, *, force: bool = False) -> None:
         key = (mutation.ballot, mutation.decree)
         if self._unsynced_count[key] and not force:
             return  # the earlier append of the very same mutation is still on its way to disk
+        self._log_max_decree = max(self._log_max_decree, mutation.decree)
         self._o.persist.append(mutation)
         self._unsynced.append(key)
         self._unsynced_count[key] += 1
