@@ -96,6 +96,88 @@ def _cmd_onebox(args: argparse.Namespace) -> int:
     raise AssertionError(f"unknown onebox command {args.onebox_command!r}")
 
 
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from pegasus_kv.bench.command import run_bench  # the benchmark loads only when asked
+    from pegasus_kv.bench.runner import BenchConfig
+
+    duration_s = args.duration_s
+    operation_count = args.operation_count
+    if operation_count is None and duration_s is None:
+        operation_count = 1000
+    config = BenchConfig(
+        meta=args.meta,
+        table=args.table,
+        workload=args.workload,
+        record_count=args.record_count,
+        operation_count=operation_count,
+        duration_s=duration_s,
+        field_count=args.field_count,
+        field_length=args.field_length,
+        threads=args.threads,
+        processes=args.processes,
+        warmup_s=args.warmup_s,
+        read_one_field=args.read_one_field,
+        seed=args.seed,
+    )
+    return run_bench(config, skip_load=args.skip_load, as_json=args.json)
+
+
+def _add_bench_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from pegasus_kv.bench.workloads import WORKLOADS
+
+    bench = sub.add_parser(
+        "bench",
+        help="run a YCSB core workload (A-F, write-only, read-only) against a cluster",
+        description="YCSB-style benchmark: a load phase inserts --record-count records (hash key "
+        "'user'+FNV-64 of the key number, one sort key per field), then a run phase issues the "
+        "workload's mix for --operation-count operations or --duration-s seconds, from --threads "
+        "client tasks spread over --processes processes. Prints a progress line on stderr every "
+        "second and, per phase, ops/s and p50/p95/p99/p99.9/max latency per operation type, with "
+        "errors by exception class. SCAN of length L (1..100) reads at most L fields of one record, as a "
+        "sort-key range read: hash keys have no cluster-wide order to scan records by. --json prints "
+        '{"load": summary|null, "run": summary}.',
+    )
+    bench.add_argument("--meta", default="127.0.0.1:34601", help="meta server address(es) (default onebox's)")
+    bench.add_argument("--table", default="temp", help="the table to use (default temp)")
+    bench.add_argument(
+        "--workload",
+        choices=tuple(WORKLOADS),
+        default="a",
+        help="a: 50/50 read/update zipfian; b: 95/5 read/update zipfian; c: read zipfian; d: 95/5 "
+        "read/insert latest; e: 95/5 scan/insert zipfian; f: 50/50 read/read-modify-write zipfian; "
+        "write-only: update uniform; read-only: read uniform (default a)",
+    )
+    bench.add_argument(
+        "--record-count", type=int, default=1000, help="records of the load phase (default 1000)"
+    )
+    how_long = bench.add_mutually_exclusive_group()
+    how_long.add_argument(
+        "--operation-count", type=int, help="operations of the run phase (default 1000 unless --duration-s)"
+    )
+    how_long.add_argument("--duration-s", type=float, help="run for this many seconds instead of a count")
+    bench.add_argument("--field-count", type=int, default=1, help="fields (sort keys) per record (default 1)")
+    bench.add_argument("--field-length", type=int, default=100, help="bytes per field value (default 100)")
+    bench.add_argument("--threads", type=int, default=8, help="concurrent client tasks in all (default 8)")
+    bench.add_argument(
+        "--processes", type=int, default=1, help="worker processes sharing the tasks (default 1)"
+    )
+    bench.add_argument(
+        "--warmup-s",
+        type=float,
+        default=0.0,
+        help="seconds of run-phase load excluded from the stats (default 0)",
+    )
+    bench.add_argument(
+        "--skip-load", action="store_true", help="skip the load phase (records already loaded)"
+    )
+    bench.add_argument(
+        "--read-one-field", action="store_true", help="READ gets one random field instead of the whole record"
+    )
+    bench.add_argument("--seed", type=int, help="seed the key and operation choices (default: random)")
+    bench.add_argument("--json", action="store_true", help="print the summaries as JSON")
+    bench.set_defaults(func=_cmd_bench)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="pegasus-kv",
@@ -227,6 +309,7 @@ def build_parser() -> argparse.ArgumentParser:
         "Start one node again with its existing config and data; it does not wait for health.",
     )
     start_node.add_argument("name", help="the node: meta1, replica1, ... (see onebox status)")
+    _add_bench_parser(sub)
     return parser
 
 

@@ -1,0 +1,1 @@
+"""`pegasus-kv bench`: YCSB core workloads against a pegasus-kv cluster."""
