@@ -38,15 +38,14 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from pegasus_kv.core.errors import InvalidArgumentError
+from pegasus_kv.replication.address_fields import AdvertisedAddress, MetaServerList
 from pegasus_kv.replication.meta.store import MAX_APPEND_RECORDS
 from pegasus_kv.replication.meta.toml_settings import load_toml_settings
 from pegasus_kv.replication.meta.zk_store import MAX_LOG_ZNODES
 from pegasus_kv.replication.pacifica.meta_options import MetaOptions
-from pegasus_kv.replication.transport import parse_address
 
 ENV_PREFIX = "PEGASUS_KV_META__"
 _CLUSTER_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")  # a ZooKeeper path component, a Kafka topic part
-MAX_META_SERVERS = 64
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 Seconds = Annotated[float, Field(ge=0, allow_inf_nan=False)]
@@ -93,8 +92,8 @@ class MetaServerConfig(_Strict):
     cluster_name: str = "pegasus"
     host: Annotated[str, Field(min_length=1, max_length=253)] = "127.0.0.1"
     port: Annotated[int, Field(ge=0, le=65535)] = 34601
-    advertised_address: str = ""
-    meta_servers: list[str] = Field(default_factory=list)
+    advertised_address: AdvertisedAddress = ""
+    meta_servers: MetaServerList = Field(default_factory=list)
     store: StoreConfig
 
     # Time. Ticks count from the Unix epoch (tick_clock.py); changing tick_ms between runs is fine.
@@ -136,29 +135,6 @@ class MetaServerConfig(_Strict):
             raise ValueError("cluster_name must be 1-128 characters of [A-Za-z0-9_.-]")
         return value
 
-    @field_validator("advertised_address")
-    @classmethod
-    def _check_advertised_address(cls, value: str) -> str:
-        if value:
-            _check_address(value)
-        return value
-
-    @field_validator("meta_servers", mode="before")
-    @classmethod
-    def _split_comma_list(cls, value: object) -> object:
-        if isinstance(value, str):  # from an environment override
-            return [item.strip() for item in value.split(",") if item.strip()]
-        return value
-
-    @field_validator("meta_servers")
-    @classmethod
-    def _check_meta_servers(cls, value: list[str]) -> list[str]:
-        if len(value) > MAX_META_SERVERS:
-            raise ValueError(f"at most {MAX_META_SERVERS} meta servers")
-        for address in value:
-            _check_address(address)
-        return value
-
     @model_validator(mode="after")
     def _check_periods(self) -> MetaServerConfig:
         if not self.beacon_interval_s < self.lease_s < self.grace_s:
@@ -193,13 +169,6 @@ class MetaServerConfig(_Strict):
             max_node_count=self.max_node_count,
             max_changes_per_tick=self.max_changes_per_tick,
         )
-
-
-def _check_address(address: str) -> None:
-    try:
-        parse_address(address)
-    except InvalidArgumentError as exc:
-        raise ValueError(exc.message) from exc
 
 
 def load_meta_config(path: Path, environ: dict[str, str] | None = None) -> MetaServerConfig:

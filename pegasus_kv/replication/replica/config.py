@@ -34,15 +34,14 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from pegasus_kv.core.errors import InvalidArgumentError
+from pegasus_kv.replication.address_fields import AdvertisedAddress, MetaServerList
 from pegasus_kv.replication.meta.toml_settings import load_toml_settings
 from pegasus_kv.replication.pacifica.options import NodeOptions, ReplicaOptions
 from pegasus_kv.replication.replica.log_store import FsyncPolicy
 from pegasus_kv.replication.replica.mutation_log import MutationLogOptions
-from pegasus_kv.replication.transport import parse_address
 from pegasus_kv.storage import StoreOptions
 
 ENV_PREFIX = "PEGASUS_KV_REPLICA__"
-MAX_META_SERVERS = 64
 MiB = 1024 * 1024
 
 Seconds = Annotated[float, Field(ge=0, allow_inf_nan=False)]
@@ -72,8 +71,8 @@ class StoreConfig(_Strict):
 class ReplicaServerConfig(_Strict):
     host: Annotated[str, Field(min_length=1, max_length=253)] = "127.0.0.1"
     port: Annotated[int, Field(ge=0, le=65535)] = 34801
-    advertised_address: str = ""
-    meta_servers: Annotated[list[str], Field(min_length=1)]
+    advertised_address: AdvertisedAddress = ""
+    meta_servers: Annotated[MetaServerList, Field(min_length=1)]
     data_dir: Path
 
     # Time (seconds; converted to ticks of tick_ms).
@@ -133,29 +132,6 @@ class ReplicaServerConfig(_Strict):
         if value.is_absolute() or base_dir is None:
             return value
         return Path(base_dir) / value
-
-    @field_validator("advertised_address")
-    @classmethod
-    def _check_advertised_address(cls, value: str) -> str:
-        if value:
-            _check_address(value)
-        return value
-
-    @field_validator("meta_servers", mode="before")
-    @classmethod
-    def _split_comma_list(cls, value: object) -> object:
-        if isinstance(value, str):  # from an environment override
-            return [item.strip() for item in value.split(",") if item.strip()]
-        return value
-
-    @field_validator("meta_servers")
-    @classmethod
-    def _check_meta_servers(cls, value: list[str]) -> list[str]:
-        if len(value) > MAX_META_SERVERS:
-            raise ValueError(f"at most {MAX_META_SERVERS} meta servers")
-        for address in value:
-            _check_address(address)
-        return value
 
     @model_validator(mode="after")
     def _check_periods(self) -> ReplicaServerConfig:
@@ -225,13 +201,6 @@ class ReplicaServerConfig(_Strict):
             write_buffer_bytes=self.store.write_buffer_bytes,
             sweep_safety_margin_s=self.store.sweep_safety_margin_s,
         )
-
-
-def _check_address(address: str) -> None:
-    try:
-        parse_address(address)
-    except InvalidArgumentError as exc:
-        raise ValueError(exc.message) from exc
 
 
 def load_replica_config(path: Path, environ: dict[str, str] | None = None) -> ReplicaServerConfig:
