@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from pegasus_kv.core.invariants import InvariantViolation, check_invariant
+
 ZIPFIAN_THETA = 0.99
 # YCSB's scrambled zipfian draws from a fixed, huge item space and folds it onto the key space
 # with a hash, so it never has to compute zeta over the real key count.
@@ -29,13 +31,12 @@ class RandomSource(Protocol):
     def randint(self, a: int, b: int) -> int: ...
 
 
-class GeneratorInvariantError(AssertionError):
+class GeneratorInvariantError(InvariantViolation):
     """Raised explicitly (not with `assert`) so the checks survive `python -O`."""
 
 
 def _check(condition: bool, message: str) -> None:
-    if not condition:
-        raise GeneratorInvariantError(message)
+    check_invariant(condition, message, GeneratorInvariantError)
 
 
 def fnv_hash64(value: int) -> int:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from pegasus_kv.core.invariants import InvariantViolation
+
 SUB_BUCKET_BITS = 7
 SUB_BUCKETS = 1 << SUB_BUCKET_BITS  # 128 buckets per power of two: < 0.8 % relative error
 _LINEAR_LIMIT = 2 * SUB_BUCKETS
@@ -17,7 +19,7 @@ _TOP_EXPONENT = MAX_VALUE_US.bit_length() - (SUB_BUCKET_BITS + 1)
 BUCKET_COUNT = _LINEAR_LIMIT + _TOP_EXPONENT * SUB_BUCKETS
 
 
-class HistogramInvariantError(AssertionError):
+class HistogramInvariantError(InvariantViolation):
     """Raised explicitly (not with `assert`) so the checks survive `python -O`."""
 
 

@@ -16,6 +16,7 @@ from pegasus_kv.client.options import ClientOptions, check_timeout_s
 from pegasus_kv.client.retry import AttemptFailed, Deadline, Pacer
 from pegasus_kv.core.errors import PegasusError, PegasusTimeoutError, ShuttingDownError
 from pegasus_kv.core.ids import Gpid
+from pegasus_kv.core.invariants import InvariantViolation, check_invariant
 from pegasus_kv.core.registry import Message
 from pegasus_kv.replication.connection_pool import ConnectionPool, RandomSource
 
@@ -28,14 +29,13 @@ T = TypeVar("T")
 MAX_BACKGROUND_TASKS = 4096
 
 
-class ClientInvariantError(AssertionError):
+class ClientInvariantError(InvariantViolation):
     """A broken internal invariant of the client: a bug, never a server or network condition."""
 
 
 def invariant(condition: bool, message: str) -> None:
     """Check an invariant in a way that `python -O` does not strip."""
-    if not condition:
-        raise ClientInvariantError(message)
+    check_invariant(condition, message, ClientInvariantError)
 
 
 def expect_reply(reply: Message, response_type: type[R], what: str) -> R:

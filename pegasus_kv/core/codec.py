@@ -21,6 +21,7 @@ import msgspec
 
 from pegasus_kv.core.errors import CodecError
 from pegasus_kv.core.ids import Gpid
+from pegasus_kv.core.invariants import InvariantViolation, check_invariant
 from pegasus_kv.core.registry import Message, message_type, type_id_of
 
 # One frame may carry a 1 MB write plus its keys, a batch of scan rows or a chunk of a checkpoint
@@ -34,14 +35,12 @@ _FIXARRAY_4 = 0x94
 _FIXARRAY_5 = 0x95
 
 
-class CodecInvariantError(AssertionError):
+class CodecInvariantError(InvariantViolation):
     """A broken assumption inside the codec (a bug, not bad input)."""
 
 
 def invariant(condition: bool, message: str) -> None:
-    # An explicit raise survives `python -O`, unlike assert.
-    if not condition:
-        raise CodecInvariantError(message)
+    check_invariant(condition, message, CodecInvariantError)
 
 
 class FrameKind(enum.IntEnum):

@@ -36,6 +36,7 @@ from pegasus_kv.core.errors import (
     error_from_code,
 )
 from pegasus_kv.core.ids import Gpid
+from pegasus_kv.core.invariants import InvariantViolation, check_invariant
 from pegasus_kv.core.messages import ErrorReply
 from pegasus_kv.core.registry import Message
 from pegasus_kv.replication.deadlines import Deadlines
@@ -48,14 +49,13 @@ MAX_REQUEST_ID = 2**63 - 1
 MAX_ADDRESS_CHARS = 300  # a DNS name is at most 253 characters, plus brackets and a port
 
 
-class TransportInvariantError(AssertionError):
+class TransportInvariantError(InvariantViolation):
     """A broken internal invariant of the transport: a bug, never a network condition."""
 
 
 def invariant(condition: bool, message: str) -> None:
     """Check an invariant in a way that `python -O` does not strip."""
-    if not condition:
-        raise TransportInvariantError(message)
+    check_invariant(condition, message, TransportInvariantError)
 
 
 # --- addresses --------------------------------------------------------------------------------

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+from pegasus_kv.core.invariants import InvariantViolation, check_invariant
 
-class InvariantViolation(AssertionError):
-    """A condition the storage relies on does not hold: a bug, never a user error."""
+__all__ = ["InvariantViolation", "invariant"]
 
 
 def invariant(condition: bool, message: str) -> None:
-    if not condition:
-        raise InvariantViolation(message)
+    """A condition the storage relies on does not hold: a bug, never a user error."""
+    check_invariant(condition, message)

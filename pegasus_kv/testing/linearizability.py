@@ -37,6 +37,8 @@ import dataclasses
 import enum
 from collections.abc import Hashable, Iterable, Sequence
 
+from pegasus_kv.core.invariants import InvariantViolation, check_invariant
+
 __all__ = [
     "DEFAULT_STEP_BUDGET",
     "CheckResult",
@@ -58,13 +60,12 @@ DEFAULT_SHRINK_BUDGET = 2_000_000
 MAX_OPERATIONS_PER_KEY = 100_000
 
 
-class CheckerInvariantError(AssertionError):
+class CheckerInvariantError(InvariantViolation):
     """Raised when the checker's own bookkeeping is inconsistent (survives python -O)."""
 
 
 def _require(condition: bool, message: str) -> None:
-    if not condition:
-        raise CheckerInvariantError(message)
+    check_invariant(condition, message, CheckerInvariantError)
 
 
 class OpKind(enum.Enum):

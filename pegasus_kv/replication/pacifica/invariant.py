@@ -8,12 +8,13 @@ sees it must stop the replica (its state can no longer be trusted).
 
 from __future__ import annotations
 
+from pegasus_kv.core.invariants import InvariantViolation, check_invariant
 
-class ReplicaInvariantError(AssertionError):
+
+class ReplicaInvariantError(InvariantViolation):
     """A replica invariant does not hold: a bug, or a runtime that broke the Ready contract."""
 
 
 def require(condition: bool, message: str) -> None:
     """Raise ReplicaInvariantError(message) unless condition holds (kept under python -O)."""
-    if not condition:
-        raise ReplicaInvariantError(message)
+    check_invariant(condition, message, ReplicaInvariantError)

@@ -7,20 +7,20 @@ call, with a message naming what broke (TigerBeetle style, DESIGN.md section 10)
 
 from __future__ import annotations
 
+from pegasus_kv.core.invariants import InvariantViolation, check_invariant
 from pegasus_kv.replication.pacifica.config import PartitionConfiguration
 
 # A configuration keeps at most this many replicas (Pegasus: replica count 1..5).
 MAX_REPLICA_COUNT = 5
 
 
-class MetaInvariantError(AssertionError):
+class MetaInvariantError(InvariantViolation):
     """A meta invariant does not hold: a bug or a corrupt meta log. Never caught by the core."""
 
 
 def invariant(condition: bool, message: str) -> None:
     """Raise MetaInvariantError(message) unless condition holds (kept under python -O)."""
-    if not condition:
-        raise MetaInvariantError(message)
+    check_invariant(condition, message, MetaInvariantError)
 
 
 def check_configuration(config: PartitionConfiguration) -> None:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from pegasus_kv.core.invariants import InvariantViolation, check_invariant
 
-class ReplicaInvariantError(AssertionError):
+
+class ReplicaInvariantError(InvariantViolation):
     """A condition the replica runtime relies on does not hold: a bug, never a user error."""
 
 
 def invariant(condition: bool, message: str) -> None:
-    if not condition:
-        raise ReplicaInvariantError(message)
+    check_invariant(condition, message, ReplicaInvariantError)
