@@ -17,6 +17,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from types import TracebackType
 
+from pegasus_kv.client.admin import MetaAdmin
 from pegasus_kv.client.meta import MetaCaller, parse_meta_addresses
 from pegasus_kv.client.options import ClientOptions, check_timeout_s
 from pegasus_kv.client.routing import RouteCache, query_route
@@ -66,6 +67,7 @@ class Client:
         self.options = options
         self._session = ClientSession(options, rng if rng is not None else random.Random())
         self._meta = MetaCaller(self._session, parse_meta_addresses(meta))
+        self._admin = MetaAdmin(self._session, self._meta)
 
     @property
     def meta_addresses(self) -> tuple[str, ...]:
@@ -79,6 +81,11 @@ class Client:
     @property
     def closed(self) -> bool:
         return self._session.closed
+
+    @property
+    def admin(self) -> MetaAdmin:
+        """Cluster administration through meta: cluster info, nodes, envs, levels, propose, balance."""
+        return self._admin
 
     # --- tables ---------------------------------------------------------------------------------
 

@@ -41,6 +41,7 @@ from pegasus_kv.replication.pacifica.meta_requests import (
     SetMetaLevelRequest,
 )
 from pegasus_kv.replication.pacifica.meta_types import NodeLiveness, TableStatus
+from pegasus_kv.replication.pacifica.operator_messages import OperatorProposalRequest
 
 MAY_CHANGE_STATE: tuple[type[Message], ...] = (
     ConfigProposalRequest,
@@ -52,6 +53,7 @@ MAY_CHANGE_STATE: tuple[type[Message], ...] = (
     DelAppEnvsRequest,
     ClearAppEnvsRequest,
     SetMetaLevelRequest,
+    OperatorProposalRequest,
 )
 
 

@@ -50,6 +50,9 @@ The rules, in the order they are tried:
    a. a secondary is GONE: DOWNGRADE_TO_INACTIVE it (the primary is told the new configuration;
       the primary usually proposes this itself when the secondary stops acking).
    b. fewer members than max_replica_count: ask the primary to add a learner (ADD_SECONDARY) on
+      - the operator's preferred node (balance copy_sec / copy_pri, operator_proposals.py) if it
+        is USABLE and the preference is younger than add_secondary_timeout_ticks: otherwise the
+        node just moved away from, a dropped member, would be chosen by the next rule;
       - a dropped member's node that is USABLE again (newest drop first): it catches up cheaply;
       - otherwise, once no dropped member's node may still come back (none in last_drops is merely
         dead or pending) or add_secondary_wait_ticks have passed since the group was first seen
@@ -115,6 +118,25 @@ class PreferredPrimary:
     tick: int
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class PreferredLearner:
+    """An operator's choice of node for the next learner of a partition (balance copy_sec /
+    copy_pri); forgotten after add_secondary_timeout_ticks or once the node is a member."""
+
+    node: NodeAddress
+    tick: int
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class PlannedRemoval:
+    """balance copy_pri, second step: once a primary other than `node` serves, drop `node` (the old
+    primary, now a secondary) and prefer `learner` for the replica cure adds back."""
+
+    node: NodeAddress
+    learner: NodeAddress
+    tick: int
+
+
 @dataclasses.dataclass
 class CureBook:
     """Cure's soft memory (lost on a meta restart, which only delays cure)."""
@@ -124,11 +146,16 @@ class CureBook:
     short_since: dict[Gpid, int] = dataclasses.field(default_factory=dict)
     # The balancer's choice of new primary for a partition whose primary it asked to step down.
     preferred_primary: dict[Gpid, PreferredPrimary] = dataclasses.field(default_factory=dict)
+    # Operator moves in progress (operator_proposals.py).
+    preferred_learner: dict[Gpid, PreferredLearner] = dataclasses.field(default_factory=dict)
+    planned_removal: dict[Gpid, PlannedRemoval] = dataclasses.field(default_factory=dict)
 
     def forget(self, gpid: Gpid) -> None:
         self.learner_requests.pop(gpid, None)
         self.short_since.pop(gpid, None)
         self.preferred_primary.pop(gpid, None)
+        self.preferred_learner.pop(gpid, None)
+        self.planned_removal.pop(gpid, None)
 
 
 @dataclasses.dataclass
@@ -278,6 +305,14 @@ def _add_learner(
             return None
         del book.learner_requests[gpid]
     first_short = book.short_since.setdefault(gpid, view.now_tick)
+    preferred = book.preferred_learner.get(gpid)
+    if (
+        preferred is not None
+        and view.now_tick - preferred.tick < view.options.add_secondary_timeout_ticks
+        and preferred.node not in config.members
+        and _usable(preferred.node, gpid, view)
+    ):
+        return LearnerDecision(gpid, primary, preferred.node, "operator's choice")
     dropped = [node for node in reversed(config.last_drops) if node not in config.members]
     for node in dropped:
         if _usable(node, gpid, view):

@@ -13,6 +13,9 @@ Events:
 - on_config_sync(ConfigSyncRequest, tick) -> ConfigSyncResponse: immediate, from durable state;
   records the replicas the node reports, and (re)admits a PENDING or DEAD node when safe.
 - on_config_proposal(ConfigProposalRequest, reply_to) -> MetaReady: compare-and-set on the ballot.
+- operator_proposal(OperatorProposalRequest, reply_to) -> MetaReady: the shell's `propose` and
+  `balance`, decided by operator_proposals.py; refusals are answered at once, accepted changes
+  after they are durable.
 - DDL: create_table / drop_table / recall_table / rename_table / set_app_envs / del_app_envs /
   clear_app_envs / set_meta_level (request, reply_to) -> MetaReady; they raise the typed errors of
   core/errors.py on bad input, before changing anything.
@@ -138,6 +141,17 @@ from pegasus_kv.replication.pacifica.meta_types import (
     RandomSource,
     TableInfo,
     TableStatus,
+)
+from pegasus_kv.replication.pacifica.operator_messages import (
+    OperatorProposalRequest,
+    OperatorProposalResponse,
+)
+from pegasus_kv.replication.pacifica.operator_proposals import (
+    ProposalSituation,
+    Refusal,
+    operator_follow_up,
+    plan_operator_proposal,
+    record_plan,
 )
 
 
@@ -484,7 +498,7 @@ class MetaCore:
                 or self._now - preferred.tick >= self._options.role_switch_timeout_ticks
             ):
                 del book.preferred_primary[gpid]
-            decision = cure_partition(record, view, book)
+            decision = operator_follow_up(record, view, book) or cure_partition(record, view, book)
             if decision is None:
                 continue
             if isinstance(decision, ChangeDecision):
@@ -569,6 +583,7 @@ class MetaCore:
             config.primary is not None
             and config.gpid not in self._pending_gpids
             and config.gpid not in self._book.learner_requests
+            and config.gpid not in self._book.planned_removal
             and len(config.members) == config.max_replica_count
             and all(self._detector.is_alive(node) for node in config.members)
             and not any(is_gone(config, node, view) for node in config.members)
@@ -653,6 +668,45 @@ class MetaCore:
         elif config_type == ConfigType.DOWNGRADE_TO_SECONDARY and node != primary:
             return f"only the primary steps down, {node} is not the primary"
         return None
+
+    # ================================================================== operator proposals
+
+    def operator_proposal(self, request: OperatorProposalRequest, reply_to: ReplyTo) -> MetaReady:
+        """Pegasus shell `propose` / `balance`: refused at once with a reason, or the change persisted
+        (its preferences kept in the cure book) and answered once durable."""
+        self._check_store_keeps_up()
+        gpid = request.gpid
+        view = self._view()
+        situation = ProposalSituation(
+            table=self._projected.table(gpid.app_id),
+            record=self._projected.record(gpid),
+            operator_level=self._projected.level,
+            effective_level=self.effective_level,
+            change_in_flight=gpid in self._pending_gpids,
+            view=view,
+            book=self._book,
+        )
+        plan = plan_operator_proposal(request, situation)
+        out = _Out()
+        if isinstance(plan, Refusal):
+            response = OperatorProposalResponse(
+                accepted=False, reason=plan.reason, config=self._durable.config(gpid)
+            )
+            out.replies.append(Reply(reply_to, response))
+            return self._ready(out)
+        if plan.change is not None:
+            config = self._change(out, plan.change, view)
+            response = OperatorProposalResponse(accepted=True, reason=plan.summary, config=config)
+            out.replies_after.append(Reply(reply_to, response))
+        else:
+            assert plan.learner is not None  # an OperatorPlan makes exactly one change
+            self._ask_for_learner(out, plan.learner, view)
+            response = OperatorProposalResponse(
+                accepted=True, reason=plan.summary, config=self._durable.config(gpid)
+            )
+            out.replies.append(Reply(reply_to, response))
+        record_plan(self._book, gpid, plan)
+        return self._ready(out)
 
     # ================================================================== DDL
 
@@ -793,6 +847,8 @@ class MetaCore:
                 return now(self.on_config_sync(request, tick))
             case ConfigProposalRequest():
                 return self.on_config_proposal(request, reply_to)
+            case OperatorProposalRequest():
+                return self.operator_proposal(request, reply_to)
             case CreateTableRequest():
                 return self.create_table(request, reply_to)
             case DropTableRequest():
