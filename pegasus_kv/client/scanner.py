@@ -15,6 +15,7 @@ That is best effort: the server drops idle contexts by itself too.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
 from types import TracebackType
@@ -28,6 +29,7 @@ from pegasus_kv.client.session import ClientSession, expect_reply
 from pegasus_kv.core.errors import NotPrimaryError, PegasusError, ScannerExpiredError
 from pegasus_kv.core.ids import Gpid
 from pegasus_kv.core.messages import ClearScannerRequest, GetScannerRequest, ScanRequest, ScanResponse
+from pegasus_kv.core.registry import Message
 
 SCAN_FINISHED = -1  # the context id of a batch that ends the scan (core/messages.py ScanResponse)
 CLEAR_TIMEOUT_S = 1.0  # how long dropping an abandoned context may hold up the caller
@@ -98,7 +100,7 @@ async def _next_batch(
                 raise AttemptFailed(
                     NotPrimaryError(f"partition {gpid} has no primary now"), maybe_applied=False
                 )
-            reply = await session.attempt(primary, request, gpid=gpid, deadline=deadline)
+            reply = await _attempt_clearing_if_cancelled(session, primary, request, gpid, deadline)
         except AttemptFailed as failed:
             error = failed.error
             # Whatever happened, the context may have moved on without us (a lost reply) or be
@@ -129,6 +131,39 @@ async def _next_batch(
         await session.pacer.pause(failures, deadline)
         if deadline.expired:
             raise timed_out(what, deadline, error, write=False) from error
+
+
+async def _attempt_clearing_if_cancelled(
+    session: ClientSession,
+    address: str,
+    request: ScanRequest | GetScannerRequest,
+    gpid: Gpid,
+    deadline: Deadline,
+) -> Message:
+    """One scan attempt. If the caller is cancelled (Ctrl-C in the shell) while the request is on
+    the wire, the server may still open or keep a context whose id only the reply names: the attempt
+    runs on, and once answered the context is dropped, so the server does not hold it until its
+    idle timeout."""
+    attempt = asyncio.ensure_future(session.attempt(address, request, gpid=gpid, deadline=deadline))
+    try:
+        return await asyncio.shield(attempt)
+    except asyncio.CancelledError:
+        attempt.add_done_callback(lambda done: _clear_answered(session, done, address, gpid))
+        raise
+
+
+def _clear_answered(session: ClientSession, done: asyncio.Future[Message], address: str, gpid: Gpid) -> None:
+    if done.cancelled() or done.exception() is not None:
+        return  # nothing was opened, or we cannot know its id: the server's idle timeout drops it
+    response = done.result()
+    if not isinstance(response, ScanResponse) or response.context_id == SCAN_FINISHED or session.closed:
+        return
+    cursor = _Cursor(context_id=response.context_id, address=address, gpid=gpid)
+    clearing = _clear(session, cursor)
+    try:
+        session.spawn(clearing, name=f"clear abandoned scan context {response.context_id}")
+    except PegasusError:
+        clearing.close()  # too many background tasks: the server's idle timeout drops the context
 
 
 async def _clear(session: ClientSession, cursor: _Cursor) -> None:

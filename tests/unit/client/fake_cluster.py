@@ -171,6 +171,7 @@ class FakeReplicaServer:
         self.received: list[tuple[str, Gpid | None]] = []  # (request type, gpid) in arrival order
         self.busy_replies = 0  # answer BusyError to this many more data requests
         self.stalled = False  # take requests and never answer them
+        self.reply_delay_s = 0.0  # serve each request this much later (a slow reply on the wire)
         self.contexts: set[tuple[Gpid, int]] = set()  # scan contexts this server opened
         self.refused: list[ErrorCode] = []  # the error of every request answered with one
 
@@ -202,6 +203,8 @@ class FakeReplicaServer:
         await self.start()
 
     def _handle(self, decoded: Decoded, peer: str) -> HandlerResult:
+        if self.reply_delay_s > 0:
+            return self._handle_later(decoded, peer, self.reply_delay_s)
         self.received.append((type(decoded.message).__name__, decoded.gpid))
         try:
             reply = self._serve(decoded)
@@ -211,6 +214,14 @@ class FakeReplicaServer:
         if isinstance(reply, ErrorReply):
             self.refused.append(ErrorCode(reply.code))  # type: ignore[call-arg]  # lookup by value
         return reply
+
+    async def _handle_later(self, decoded: Decoded, peer: str, delay_s: float) -> Message:
+        await asyncio.sleep(delay_s)
+        self.received.append((type(decoded.message).__name__, decoded.gpid))
+        reply = self._serve(decoded)
+        if isinstance(reply, Message):
+            return reply
+        raise AssertionError("a delayed request must be answered at once once served")
 
     def _serve(self, decoded: Decoded) -> HandlerResult:
         request = decoded.message

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from pegasus_kv import Client, Filter, Scanner
-from pegasus_kv.core.messages import GetScannerRequest, ScanRequest
+from pegasus_kv.core.messages import ClearScannerRequest, GetScannerRequest, ScanRequest
 from tests.unit.client.fake_cluster import LOOPS, FakeCluster, fake_cluster, run, wait_until
 
 Row = tuple[bytes, bytes, bytes]
@@ -202,3 +202,27 @@ def test_an_abandoned_scanner_drops_its_server_context(tmp_path: Path, loop_name
             await wait_until(lambda: open_contexts(cluster) == 0)
 
     run(story(), loop_name)
+
+
+def test_a_scan_cancelled_while_it_opens_still_drops_the_context_the_server_opened(tmp_path: Path) -> None:
+    """Ctrl-C in the shell cancels a scan whose GetScanner request is already on the wire: the
+    server opens a context whose id only the late reply names, and the client drops it then."""
+
+    async def story() -> None:
+        async with fake_cluster(tmp_path) as cluster, Client(cluster.meta_address) as client:
+            table = await client.open_table("temp")
+            await table.multi_set(b"hk", {f"k{i:03d}".encode(): b"v" for i in range(50)})
+            for server in cluster.replicas:
+                server.reply_delay_s = 0.3
+
+            scanner = table.scan(b"hk", batch_size=5)
+            first_row = asyncio.ensure_future(anext(scanner))
+            await asyncio.sleep(0.1)  # the GetScanner request is on the wire, unanswered
+            first_row.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await first_row
+            await wait_until(lambda: cluster.received(GetScannerRequest) == 1)
+            await wait_until(lambda: cluster.received(ClearScannerRequest) == 1)
+            assert open_contexts(cluster) == 0
+
+    run(story())
