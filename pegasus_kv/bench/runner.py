@@ -124,7 +124,10 @@ class _Worker:
             return False
         if self.recording:
             latency_us = (time.perf_counter_ns() - start_ns) // 1000
-            self.histograms.setdefault(operation, LatencyHistogram()).record(latency_us)
+            histogram = self.histograms.get(operation)
+            if histogram is None:  # not setdefault: that would build a histogram per operation
+                histogram = self.histograms[operation] = LatencyHistogram()
+            histogram.record(latency_us)
             self.measured_ops += 1
         return True
 

@@ -75,7 +75,8 @@ async def call_partition(
     while True:
         route = routes.current
         index = locate(route)
-        invariant(0 <= index < route.partition_count, f"{what}: located partition {index} out of range")
+        if not 0 <= index < route.partition_count:  # checked on every call: format only on failure
+            invariant(False, f"{what}: located partition {index} out of range")
         primary = route.primary(index)
         try:
             if primary is None:

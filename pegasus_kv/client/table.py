@@ -76,6 +76,8 @@ MAX_BATCH_GET_KEYS = 10 * MAX_KEYS_PER_REQUEST
 # thanks to DELETE_RANGE_MAX_BYTES).
 DELETE_RANGE_BATCH = 1000
 DELETE_RANGE_MAX_BYTES = 512 * 1024
+# Distinct "<operation> on table <name>" texts a Table keeps (operations x names it had).
+MAX_DESCRIPTIONS = 256
 
 
 def _fixed_partition(index: int, partition_count: int, what: str) -> Locate:
@@ -102,6 +104,17 @@ class Table:
     def __init__(self, session: ClientSession, routes: RouteCache) -> None:
         self._session = session
         self._routes = routes
+        # "<operation> on table <name>" for error messages, made once, not on every call.
+        self._descriptions: dict[tuple[str, str], str] = {}
+
+    def _describe(self, what: str) -> str:
+        name = self._routes.current.name
+        text = self._descriptions.get((what, name))
+        if text is None:
+            if len(self._descriptions) >= MAX_DESCRIPTIONS:  # renames could grow it: keep it bounded
+                self._descriptions.clear()
+            text = self._descriptions[(what, name)] = f"{what} on table {name!r}"
+        return text
 
     # --- facts ------------------------------------------------------------------------------------
 
@@ -153,7 +166,7 @@ class Table:
             deadline=deadline,
             idempotent=idempotent,
             write=True,
-            what=f"{what} on table {self.name!r}",
+            what=self._describe(what),
         )
 
     async def _read(
@@ -169,7 +182,7 @@ class Table:
             deadline=deadline,
             idempotent=True,
             write=False,
-            what=f"{what} on table {self.name!r}",
+            what=self._describe(what),
         )
 
     # --- single records -------------------------------------------------------------------------

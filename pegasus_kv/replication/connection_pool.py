@@ -136,6 +136,14 @@ class ConnectionPool:
             timeout_s = _remaining_s(deadline, loop, address)
         await connection.send_oneway(message, gpid=gpid, timeout_s=timeout_s)
 
+    def try_send_oneway(self, address: str, message: Message, *, gpid: Gpid | None = None) -> bool:
+        """Send at once over a live connection with room (Connection.try_send_oneway); False, having
+        sent nothing, when there is none or it would have to wait: then use send_oneway."""
+        connection = self._connections.get(address)
+        if connection is None or connection.closed:
+            return False
+        return connection.try_send_oneway(message, gpid=gpid)
+
     async def connection(self, address: str, *, timeout_s: float) -> Connection:
         """The live connection to `address`, dialling it if needed (NetworkError while in backoff)."""
         check_timeout(timeout_s)

@@ -3,12 +3,20 @@
 Both `pegasus-kv meta` and `pegasus-kv replica` load a validated config, start their server, wait
 for a signal or for the server to stop by itself, then shut down gracefully. Exit status: 0 after
 a graceful shutdown, 1 when the server failed (the log says why), 2 when the config is invalid.
+
+On Linux the process runs under SCHED_BATCH (no privileges needed): a server sends many small
+messages per pass of its event loop, and under the default policy each send that wakes a peer on
+the same machine lets the peer preempt the sender in the middle of its pass. Profiling onebox on
+2 cores, a socket send then took ~100-170 µs of wall time for ~14 µs of CPU, and servers switched
+context at nearly every send. SCHED_BATCH only gives up that wake-up preemption (time slices and
+fairness stay): YCSB C went from ~29,000 to ~37,000 reads/s and write-only from ~4,400 to ~4,800.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import sys
 from collections.abc import Callable
@@ -59,7 +67,20 @@ def run_server(
         print(f"error: {exc.message}", file=sys.stderr)
         return EXIT_BAD_CONFIG
     logging.basicConfig(level=config.log_level, format=LOG_FORMAT)
+    _prefer_batch_scheduling(kind)
     return loop.run(serve_until_signalled(kind, make_server(config)))
+
+
+def _prefer_batch_scheduling(kind: str) -> None:
+    """SCHED_BATCH for this process and the threads it starts later (see the module doc)."""
+    set_scheduler = getattr(os, "sched_setscheduler", None)
+    batch = getattr(os, "SCHED_BATCH", None)
+    if set_scheduler is None or batch is None:  # not Linux
+        return
+    try:
+        set_scheduler(0, batch, os.sched_param(0))
+    except OSError as exc:  # a container may forbid it: serve anyway
+        logger.info("%s server keeps the default CPU scheduling policy: %s", kind, exc)
 
 
 async def serve_until_signalled(kind: str, server: Server) -> int:

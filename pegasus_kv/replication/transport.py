@@ -372,6 +372,25 @@ class Connection:
             if self._queue.pop(request_id, None) is not None:
                 self._admit_queued()
 
+    def try_send_oneway(self, message: Message, *, gpid: Gpid | None = None) -> bool:
+        """Hand a one-way message to the connection now if that needs no waiting (open, nobody
+        queued ahead, room in the outgoing buffer); False, having sent nothing, otherwise. Raises
+        CodecError for a message that cannot be framed. The synchronous path of send_oneway: no
+        coroutine, no task, no pass of the event loop."""
+        if self._closed_as is not None or self._queue:
+            return False
+        frame = encode_frame(
+            message,
+            request_id=self._take_request_id(),
+            kind=FrameKind.ONEWAY,
+            gpid=gpid,
+            max_frame_bytes=self._limits.max_frame_bytes,
+        )
+        if not self._can_admit(len(frame), oneway=True):
+            return False  # a request id is skipped: ids only need to be unique
+        self._writer.write(frame)
+        return True
+
     # --- closing ---
 
     def close_nowait(self) -> None:

@@ -46,6 +46,16 @@ class RawIterator(Protocol):
     def seek_for_prev(self, key: bytes) -> None: ...
 
 
+class WriteStall(Exception):
+    """A write made with `no_slowdown` that RocksDB would have stalled (or slowed down): nothing of
+    it was written. The caller retries it where waiting is allowed (a worker thread)."""
+
+
+# RocksDB's status for a write refused under WriteOptions.no_slowdown is Incomplete("Write stall"),
+# which rocksdict raises as a bare Exception carrying Status::ToString().
+_WRITE_STALL_TEXT = "Write stall"
+
+
 def is_rocksdb_error(exc: BaseException) -> bool:
     """rocksdict raises a bare Exception for RocksDB statuses and DbClosedError after close."""
     return type(exc) is Exception or isinstance(exc, rocksdict.DbClosedError)
@@ -86,6 +96,11 @@ class Engine:
         write_options.disable_wal = True  # type: ignore[method-assign,assignment]
         self._write_options = write_options
         db.set_write_options(write_options)
+        # For writes on a thread that must not wait (the server's event loop): refused, not stalled.
+        no_slowdown = rocksdict.WriteOptions()
+        no_slowdown.disable_wal = True  # type: ignore[method-assign,assignment]
+        no_slowdown.no_slowdown = True
+        self._no_slowdown_options = no_slowdown
 
     @classmethod
     def open(cls, path: str, *, write_buffer_bytes: int) -> Engine:
@@ -148,11 +163,18 @@ class Engine:
         batch: WriteBatch = rocksdict.WriteBatch(raw_mode=True)
         return batch
 
-    def commit(self, batch: WriteBatch) -> None:
+    def commit(self, batch: WriteBatch, *, no_slowdown: bool = False) -> None:
+        """Write the batch atomically. With no_slowdown, a write RocksDB would stall or slow down
+        raises WriteStall instead, having written nothing."""
         try:
-            self._db.write(batch)
+            if no_slowdown:
+                self._db.write(batch, self._no_slowdown_options)
+            else:
+                self._db.write(batch)
         except Exception as exc:
             if is_rocksdb_error(exc):
+                if no_slowdown and _WRITE_STALL_TEXT in str(exc):
+                    raise WriteStall(str(exc)) from exc
                 raise translate(exc, "write batch") from exc
             raise
 

@@ -3,7 +3,9 @@
 The replica applies committed mutations in decree order (`apply`), serves reads (`read`), makes
 applied data durable (`flush`, `close`), hands out checkpoints for learners and backups
 (`checkpoint`) and runs the expiry sweep (`sweep_expired`). Everything is synchronous: the server
-runtime calls it from a worker thread, never from the event loop.
+runtime calls it from a worker thread, except `apply(no_stall=True)`, which refuses (WriteStall)
+instead of waiting where RocksDB would stall the write, and `read` of point reads: those two are
+cheap enough for the event loop.
 
 Concurrency: one writer and any number of concurrent readers. `apply`, `flush`, `checkpoint`,
 the delete half of `sweep_expired` and `close` serialize on one internal lock; reads take no lock
@@ -143,14 +145,16 @@ class PartitionStore:
 
     # --- writes -------------------------------------------------------------------------------
 
-    def apply(self, mutation: Mutation) -> list[Message]:
+    def apply(self, mutation: Mutation, *, no_stall: bool = False) -> list[Message]:
         """Apply one committed mutation atomically; one reply per write, in order.
 
         Replies are WriteResponse / MultiDeleteResponse / IncrResponse / CheckAndMutateResponse,
         or ErrorReply for a write whose semantics failed (it changes nothing; the other writes
         still apply). An empty mutation still advances the decree. Raises InvalidStateError unless
         mutation.decree == last_applied_decree + 1, and StorageError if RocksDB fails (then
-        nothing of the mutation was applied).
+        nothing of the mutation was applied). With no_stall (a caller on an event loop), raises
+        WriteStall, having applied nothing, where RocksDB would stall the write: apply it again
+        without no_stall from a thread that may wait.
         """
         with self._write_lock:
             self._ensure_open()
@@ -168,7 +172,10 @@ class PartitionStore:
             timestamp_us = max(self._applied_timestamp_us, mutation.timestamp_us)
             # The decree rides in the same batch as the data (layout.py).
             batch.put(APPLY_STATE_KEY, encode_apply_state(decree, timestamp_us))
-            engine.commit(batch)
+            if no_stall:
+                engine.commit(batch, no_slowdown=True)
+            else:
+                engine.commit(batch)
             self._applied_decree = decree
             self._applied_timestamp_us = timestamp_us
             return replies

@@ -24,6 +24,8 @@ import dataclasses
 import random
 from collections.abc import Callable
 
+import msgspec
+
 from pegasus_kv.core.codec import Decoded, FrameKind
 from pegasus_kv.core.errors import ErrorCode
 from pegasus_kv.core.ids import Gpid
@@ -49,6 +51,7 @@ from pegasus_kv.replication.pacifica.ready import (
     Ready,
     RuntimeRequest,
 )
+from pegasus_kv.replication.pacifica.write_queue import QueuedWrite
 from tests.sim.checkers import InvariantChecker, MutationContent, ReplicaView, content_of
 from tests.sim.disk import Disk, DurableLog
 from tests.sim.network import Network, NodeName
@@ -156,6 +159,9 @@ class SimReplicaServer:
         self.servers: dict[NodeName, SimReplicaServer] = {}  # the cluster's, to copy checkpoints
         self._files: dict[Gpid, _ReplicaFiles] = {}
         self._clients: dict[int, tuple[NodeName, int, Gpid]] = {}
+        # Client writes that arrived at the current instant, per partition: like the real server
+        # (replica/server.py), the writes of one pass reach the core together (on_client_writes).
+        self._write_inbox: dict[Gpid, list[QueuedWrite]] = {}
         self._next_token = 0
         self._next_meta_request = 0
         self._tick_timer: Timer | None = None
@@ -211,6 +217,7 @@ class SimReplicaServer:
         self.disk.crash()
         self._files = {}
         self._clients = {}
+        self._write_inbox = {}
         self.checker.on_restart(self.name, self.recoverable_decree)
 
     def _gpids_on_disk(self) -> list[Gpid]:
@@ -345,7 +352,17 @@ class SimReplicaServer:
         token = self._next_token
         self._clients[token] = (client, frame.request_id, gpid)
         timestamp_us = self.scheduler.now_ms * 1000
-        self._execute(node.on_client_write(gpid, token, request, timestamp_us))
+        inbox = self._write_inbox.setdefault(gpid, [])
+        inbox.append(QueuedWrite(token, request, timestamp_us, len(msgspec.msgpack.encode(request))))
+        if len(inbox) == 1:
+            incarnation = self.incarnation
+
+            def flush() -> None:
+                writes = self._write_inbox.pop(gpid, [])
+                if incarnation == self.incarnation and self.node is not None and writes:
+                    self._execute(self.node.on_client_writes(gpid, writes))
+
+            self.scheduler.after(0, f"{self.name} client writes {gpid}", flush)
 
     def _answer(self, client: NodeName, request_id: int, message: Message) -> None:
         self.network.send(self.name, client, message, request_id=request_id, kind=FrameKind.RESPONSE)

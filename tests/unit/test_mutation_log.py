@@ -15,8 +15,15 @@ import pytest
 from pegasus_kv.core.errors import InvalidStateError, StaleBallotError, StorageError
 from pegasus_kv.core.messages import SetRequest
 from pegasus_kv.core.mutation import Mutation
+from pegasus_kv.replication.replica import log_store
 from pegasus_kv.replication.replica.log_record import encode_record
-from pegasus_kv.replication.replica.mutation_log import FsyncPolicy, MutationLog, MutationLogOptions
+from pegasus_kv.replication.replica.log_writer import LogWriter
+from pegasus_kv.replication.replica.mutation_log import (
+    FsyncPolicy,
+    MutationLog,
+    MutationLogOptions,
+    encode_for_log,
+)
 
 T = TypeVar("T")
 
@@ -250,13 +257,107 @@ def test_a_failed_fsync_fails_the_append_and_every_later_one(
     async def story() -> None:
         log = await MutationLog.open(tmp_path)
         await log.append(mutation(1))
-        monkeypatch.setattr(os, "fsync", broken_fsync)
+        monkeypatch.setattr(log_store, "sync_data", broken_fsync)
         with pytest.raises(StorageError, match="Input/output error"):
             await log.append(mutation(2))
         with pytest.raises(StorageError, match="failed"):
             await log.append(mutation(3))
         monkeypatch.undo()
         await log.close()
+
+    run(story)
+
+
+# --- submit: no waiting, a callback once durable ------------------------------------------------------
+
+
+def test_submitted_groups_are_reported_durable_in_order_after_their_fsync(tmp_path: Path) -> None:
+    """Two logs sharing one writer thread, as on a replica server: each group is reported once it
+    and everything queued before it in its log went through an fsync, in submit order."""
+    fsynced_files: list[int] = []
+    real_sync = log_store.sync_data
+
+    def counting_fsync(fd: int) -> None:
+        real_sync(fd)
+        fsynced_files.append(fd)
+
+    async def story() -> None:
+        writer = LogWriter("test-log-writer")
+        logs = [
+            await MutationLog.open(tmp_path / name, MutationLogOptions(), writer=writer)
+            for name in ("a", "b")
+        ]
+        reports: list[tuple[str, int, StorageError | None]] = []
+        loop = asyncio.get_running_loop()
+        all_reported = loop.create_future()
+
+        def done(name: str, last: int, error: StorageError | None) -> None:
+            # Durable means fsynced: the fsync of this group ran before the report.
+            assert fsynced_files, "reported durable before any fsync"
+            reports.append((name, last, error))
+            if len(reports) == 6:
+                all_reported.set_result(None)
+
+        for first in (1, 3, 5):
+            for name, log in zip("ab", logs, strict=True):
+                items = [encode_for_log(mutation(first)), encode_for_log(mutation(first + 1))]
+                assert log.has_room_for(len(items), sum(len(item.record) for item in items))
+                log.submit(items, functools.partial(done, name, first + 1))
+        await all_reported
+        assert [(name, last) for name, last, _ in reports if name == "a"] == [("a", 2), ("a", 4), ("a", 6)]
+        assert [(name, last) for name, last, _ in reports if name == "b"] == [("b", 2), ("b", 4), ("b", 6)]
+        assert all(error is None for _, _, error in reports)
+        assert [log.last_decree for log in logs] == [6, 6]
+        for log in logs:
+            await log.close()
+        await writer.close()
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(log_store, "sync_data", counting_fsync)
+        run(story)
+    assert run(lambda: replayed(tmp_path / "a")) == [mutation(decree) for decree in range(1, 7)]
+
+
+def test_a_failed_write_reports_every_submitted_group_failed(tmp_path: Path) -> None:
+    def broken_fsync(fd: int) -> None:
+        raise OSError(5, "Input/output error")
+
+    async def story() -> None:
+        writer = LogWriter("test-log-writer")
+        log = await MutationLog.open(tmp_path, writer=writer)
+        errors: list[StorageError | None] = []
+        finished = asyncio.get_running_loop().create_future()
+
+        def done(error: StorageError | None) -> None:
+            errors.append(error)
+            if len(errors) == 2:
+                finished.set_result(None)
+
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(log_store, "sync_data", broken_fsync)
+            log.submit([encode_for_log(mutation(1))], done)
+            log.submit([encode_for_log(mutation(2))], done)
+            await finished
+        assert all(isinstance(error, StorageError) for error in errors)
+        with pytest.raises(StorageError, match="failed"):
+            log.submit([encode_for_log(mutation(3))], done)
+        await log.close()
+        await writer.close()
+
+    run(story)
+
+
+def test_a_submit_beyond_the_pending_bounds_is_a_bug(tmp_path: Path) -> None:
+    async def story() -> None:
+        log = await MutationLog.open(tmp_path, MutationLogOptions(max_pending_records=2))
+        items = [encode_for_log(mutation(decree)) for decree in (1, 2, 3, 4)]
+        log.submit(items[:1], lambda error: None)  # taken at once into the batch being written
+        log.submit(items[1:3], lambda error: None)  # queued behind it: the bound is reached
+        assert not log.has_room_for(1, len(items[3].record))
+        with pytest.raises(AssertionError, match="beyond the pending bounds"):
+            log.submit(items[3:], lambda error: None)
+        await log.close()
+        assert log.last_decree == 3
 
     run(story)
 

@@ -22,6 +22,7 @@ from pegasus_kv.replication.pacifica.messages import (
 from pegasus_kv.replication.pacifica.options import ReplicaOptions
 from pegasus_kv.replication.pacifica.ready import InstallCheckpoint, Ready
 from pegasus_kv.replication.pacifica.replica import Replica
+from pegasus_kv.replication.pacifica.write_queue import QueuedWrite
 
 GPID = Gpid(1, 0)
 
@@ -109,6 +110,36 @@ def test_mutation_timestamps_always_increase_and_tokens_follow_the_writes() -> N
     durable(primary, ready)
     applied = primary.on_message("r2", ack(3)).apply
     assert applied[0].tokens == (2, 3)
+
+
+def test_writes_arriving_together_become_one_mutation_within_the_batch_bound() -> None:
+    primary = primary_of("r2", options=ReplicaOptions(max_batch_writes=3))
+    writes = [QueuedWrite(token, put(str(token)), 100 + token, 10) for token in range(1, 6)]
+    ready = primary.on_client_writes(writes)
+    # Five writes of one loop pass: a mutation of three and one of two, not five of one.
+    assert [len(m.writes) for m in ready.persist] == [3, 2]
+    assert [m.writes for m in ready.persist] == [[put("1"), put("2"), put("3")], [put("4"), put("5")]]
+    durable(primary, ready)
+    applied = [*primary.on_message("r2", ack(2)).apply, *primary.on_message("r2", ack(3)).apply]
+    assert [a.tokens for a in applied] == [(1, 2, 3), (4, 5)]
+
+
+def test_writes_arriving_together_are_each_refused_where_they_cannot_be_served() -> None:
+    primary = primary_of("r2", options=ReplicaOptions(max_inflight_mutations=1, max_queued_writes=2))
+    ready = primary.on_client_writes([QueuedWrite(token, put("x"), 1, 10) for token in (1, 2, 3)])
+    # The queue takes two; the third finds it full (the first mutation is only made after).
+    assert [(r.token, r.code) for r in ready.replies] == [(3, ErrorCode.BUSY)]
+    assert [len(m.writes) for m in ready.persist] == [2]
+
+    secondary = Replica(GPID, "r2", OPTIONS)
+    secondary.on_lease(1000)
+    secondary.on_config(config(1, "r1", "r2"))
+    refused = secondary.on_client_writes([QueuedWrite(token, put("y"), 1, 10) for token in (4, 5)])
+    assert [(r.token, r.code) for r in refused.replies] == [
+        (4, ErrorCode.NOT_PRIMARY),
+        (5, ErrorCode.NOT_PRIMARY),
+    ]
+    assert refused.persist == []
 
 
 def test_writes_are_refused_where_they_could_not_be_served() -> None:

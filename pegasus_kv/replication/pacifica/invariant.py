@@ -8,6 +8,8 @@ sees it must stop the replica (its state can no longer be trusted).
 
 from __future__ import annotations
 
+from typing import NoReturn
+
 from pegasus_kv.core.invariants import InvariantViolation, check_invariant
 
 
@@ -18,3 +20,11 @@ class ReplicaInvariantError(InvariantViolation):
 def require(condition: bool, message: str) -> None:
     """Raise ReplicaInvariantError(message) unless condition holds (kept under python -O)."""
     check_invariant(condition, message, ReplicaInvariantError)
+
+
+def violated(message: str) -> NoReturn:
+    """Raise ReplicaInvariantError(message). For checks on hot paths, written
+    `if not condition: violated(f"...")`, so that the message (often with the replica's repr) is
+    formatted only when the check fails: formatting it for every passing check cost several percent
+    of a replica server's CPU under load."""
+    raise ReplicaInvariantError(message)

@@ -10,6 +10,7 @@ Events (each returns a NodeReady):
                                           ConfigProposalResponse, ConfigCommand) and replica
                                           messages (messages.py), routed by gpid
     on_client_write(gpid, token, write, timestamp_us, size_bytes=None)
+    on_client_writes(gpid, writes)        several writes of one partition at once (QueuedWrite)
     on_log_durable(gpid, ballot, decree)
     on_log_read(gpid, request_id, mutations)
     on_checkpoint_made(gpid, request_id, checkpoint_decree, checkpoint_ref)
@@ -60,7 +61,7 @@ from pegasus_kv.replication.pacifica.config import (
     PartitionConfiguration,
     PartitionStatus,
 )
-from pegasus_kv.replication.pacifica.invariant import require
+from pegasus_kv.replication.pacifica.invariant import require, violated
 from pegasus_kv.replication.pacifica.messages import (
     GroupCheck,
     GroupCheckAck,
@@ -85,6 +86,7 @@ from pegasus_kv.replication.pacifica.meta_messages import (
 from pegasus_kv.replication.pacifica.options import NodeOptions
 from pegasus_kv.replication.pacifica.ready import ClientReply, ClientToken, Outbound, Ready
 from pegasus_kv.replication.pacifica.replica import NO_LEASE, Replica
+from pegasus_kv.replication.pacifica.write_queue import QueuedWrite
 
 
 class RandomSource(Protocol):
@@ -255,6 +257,17 @@ class ReplicaNode:
             out.add(gpid, ready)
         else:
             self._collect(gpid, replica.on_client_write(token, write, timestamp_us, size_bytes))
+        return self._end()
+
+    def on_client_writes(self, gpid: Gpid, writes: Sequence[QueuedWrite]) -> NodeReady:
+        out = self._begin()
+        replica = self._replicas.get(gpid)
+        if replica is None:
+            ready = Ready()
+            ready.replies.extend(ClientReply(write.token, ErrorCode.NOT_PRIMARY) for write in writes)
+            out.add(gpid, ready)
+        else:
+            self._collect(gpid, replica.on_client_writes(writes))
         return self._end()
 
     def on_message(self, sender: NodeAddress, message: Message) -> NodeReady:
@@ -495,12 +508,13 @@ class ReplicaNode:
     @property
     def _o(self) -> NodeReady:
         out = self._out
-        require(out is not None, f"{self}: output outside an event")
-        assert out is not None
+        if out is None:
+            violated(f"{self}: output outside an event")
         return out
 
     def _begin(self) -> NodeReady:
-        require(self._out is None, f"{self}: event entered while another event runs")
+        if self._out is not None:
+            violated(f"{self}: event entered while another event runs")
         self._out = NodeReady()
         return self._out
 

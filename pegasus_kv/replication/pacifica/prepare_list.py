@@ -20,7 +20,7 @@ from collections import deque
 from collections.abc import Iterable
 
 from pegasus_kv.core.mutation import Mutation
-from pegasus_kv.replication.pacifica.invariant import require
+from pegasus_kv.replication.pacifica.invariant import require, violated
 
 
 def same_mutation(a: Mutation, b: Mutation) -> bool:
@@ -88,8 +88,10 @@ class PrepareList:
 
     def entries(self, from_decree: int, to_decree: int) -> list[Mutation]:
         """Held mutations with from_decree <= decree <= to_decree (the caller checks they are held)."""
-        require(from_decree >= self._first, f"decree {from_decree} is below the prepare list {self._first}")
-        require(to_decree <= self.max_decree, f"decree {to_decree} is beyond the prepare list")
+        if from_decree < self._first:
+            violated(f"decree {from_decree} is below the prepare list {self._first}")
+        if to_decree > self.max_decree:
+            violated(f"decree {to_decree} is beyond the prepare list")
         return [self._entries[d - self._first] for d in range(from_decree, to_decree + 1)]
 
     def uncommitted(self) -> list[Mutation]:
@@ -110,9 +112,12 @@ class PrepareList:
           reconciliation: secondaries drop what the new primary does not have).
         """
         decree = mutation.decree
-        require(decree > self._last_committed, f"decree {decree} is already committed")
-        require(decree <= self.max_decree + 1, f"decree {decree} leaves a gap after {self.max_decree}")
-        require(self.has_room_for(decree), f"decree {decree} exceeds the prepare list capacity")
+        if decree <= self._last_committed:
+            violated(f"decree {decree} is already committed")
+        if decree > self.max_decree + 1:
+            violated(f"decree {decree} leaves a gap after {self.max_decree}")
+        if not self.has_room_for(decree):
+            violated(f"decree {decree} exceeds the prepare list capacity")
         existing = self.get(decree)
         if existing is None:
             self._entries.append(mutation)
@@ -139,7 +144,8 @@ class PrepareList:
 
     def commit(self, decree: int) -> list[Mutation]:
         """Move the commit point up to `decree`; returns the newly committed mutations in order."""
-        require(decree <= self.max_decree, f"commit to {decree} beyond max decree {self.max_decree}")
+        if decree > self.max_decree:
+            violated(f"commit to {decree} beyond max decree {self.max_decree}")
         if decree <= self._last_committed:
             return []
         newly = self.entries(self._last_committed + 1, decree)
@@ -222,7 +228,8 @@ class PrepareList:
             self._first = self._last_committed + 1
 
     def _check(self) -> None:
-        require(len(self._entries) <= self.capacity, f"prepare list holds {len(self._entries)} > capacity")
+        if len(self._entries) > self.capacity:
+            violated(f"prepare list holds {len(self._entries)} > capacity")
         require(self._first - 1 <= self._last_committed, "a gap between the commit point and the list")
         require(self._last_committed <= self.max_decree, "commit point beyond the last prepared decree")
         if self._entries:

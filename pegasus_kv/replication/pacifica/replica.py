@@ -18,6 +18,8 @@ Events (each returns a Ready; see ready.py for the order the runtime must execut
     on_tick(tick)                           time passes (prepare/learn/proposal timeouts, group checks)
     on_lease(valid_until_tick)              the server's lease from meta changed (node core calls it)
     on_client_write(token, write, timestamp_us, size_bytes=None)
+    on_client_writes(writes)                several client writes at once, batched into as few
+                                            mutations as the bounds allow (QueuedWrite items)
     on_message(sender, message)             a replica<->replica message (messages.py)
     on_log_durable(ballot, decree)          the log is durable through that appended mutation
     on_config(config)                       a configuration from meta (sync, response, command)
@@ -69,7 +71,7 @@ from pegasus_kv.replication.pacifica.config import (
     PartitionConfiguration,
     PartitionStatus,
 )
-from pegasus_kv.replication.pacifica.invariant import require
+from pegasus_kv.replication.pacifica.invariant import require, violated
 from pegasus_kv.replication.pacifica.learner_state import LearnerPhase, LearnerState
 from pegasus_kv.replication.pacifica.messages import (
     GroupCheck,
@@ -112,7 +114,8 @@ def _event(method: Callable[Concatenate[Replica, _P], None]) -> Callable[Concate
     """Run one event: collect what it asks for into a fresh Ready and check the invariants."""
 
     def run(self: Replica, /, *args: _P.args, **kwargs: _P.kwargs) -> Ready:
-        require(self._out is None, f"{self}: event entered while another event runs")
+        if self._out is not None:
+            violated(f"{self}: event entered while another event runs")
         out = Ready()
         self._out = out
         if self._recovered_apply:
@@ -260,8 +263,8 @@ class Replica:
         if self._status != PartitionStatus.PRIMARY or not self.lease_valid(tick):
             return ErrorCode.NOT_PRIMARY
         ps = self._primary
-        require(ps is not None, f"{self}: primary without primary state")
-        assert ps is not None
+        if ps is None:  # on every read: the message is formatted only on failure
+            violated(f"{self}: primary without primary state")
         if self.plist.last_committed_decree < ps.reconcile_target:
             return ErrorCode.BUSY
         return ErrorCode.OK
@@ -281,7 +284,8 @@ class Replica:
 
     @_event
     def on_tick(self, tick: int) -> None:
-        require(tick >= self._now, f"{self}: time went back from {self._now} to {tick}")
+        if tick < self._now:
+            violated(f"{self}: time went back from {self._now} to {tick}")
         self._now = tick
         if self._status == PartitionStatus.PRIMARY:
             self._primary_tick()
@@ -304,24 +308,43 @@ class Replica:
     ) -> None:
         """A client write arrived at this replica. `timestamp_us` is the wall clock at arrival: the
         mutation's timestamp (TTLs, timetags) is the newest of its writes', kept increasing."""
+        size = size_bytes if size_bytes is not None else len(msgspec.msgpack.encode(write))
+        if self._admit_write(QueuedWrite(token, write, timestamp_us, size)):
+            self._pump_writes()
+
+    @_event
+    def on_client_writes(self, writes: Sequence[QueuedWrite]) -> None:
+        """Several client writes that arrived together (one pass of the runtime's event loop): each
+        is admitted as by on_client_write, then the queue is batched once. A runtime that gathers
+        the writes of a loop pass makes mutations of many writes under load instead of one each,
+        without waiting for anything: the same ordering as one on_client_write after the other,
+        only the mutation boundaries differ."""
+        admitted = False
+        for write in writes:
+            admitted = self._admit_write(write) or admitted
+        if admitted:
+            self._pump_writes()
+
+    def _admit_write(self, write: QueuedWrite) -> bool:
+        """Queue a client write, or refuse it (NOT_PRIMARY, NOT_ENOUGH_MEMBER, BUSY)."""
         ps = self._primary
         if self._status != PartitionStatus.PRIMARY or ps is None or not self.lease_valid(self._now):
-            self._reply(token, ErrorCode.NOT_PRIMARY)
-            return
+            self._reply(write.token, ErrorCode.NOT_PRIMARY)
+            return False
         if not self._enough_members():
-            self._reply(token, ErrorCode.NOT_ENOUGH_MEMBER)
-            return
+            self._reply(write.token, ErrorCode.NOT_ENOUGH_MEMBER)
+            return False
         if ps.write_queue.is_full:
-            self._reply(token, ErrorCode.BUSY)
-            return
-        size = size_bytes if size_bytes is not None else len(msgspec.msgpack.encode(write))
-        ps.write_queue.push(QueuedWrite(token, write, timestamp_us, size))
-        self._pump_writes()
+            self._reply(write.token, ErrorCode.BUSY)
+            return False
+        ps.write_queue.push(write)
+        return True
 
     @_event
     def on_message(self, sender: NodeAddress, message: Message) -> None:
         gpid = getattr(message, "gpid", None)
-        require(gpid == self.gpid, f"{self}: message for {gpid} routed here")
+        if gpid != self.gpid:
+            violated(f"{self}: message for {gpid} routed here")
         if isinstance(message, Prepare):
             self._on_prepare(sender, message)
         elif isinstance(message, PrepareAck):
@@ -634,9 +657,10 @@ class Replica:
     def _send_prepare_to_all(self, mutation: Mutation) -> None:
         ps = self._primary
         config = self._config
-        require(ps is not None and config is not None, f"{self}: preparing without being primary")
-        assert ps is not None and config is not None
-        require(mutation.ballot == self._ballot, f"{self}: preparing {mutation.decree} under an old ballot")
+        if ps is None or config is None:
+            violated(f"{self}: preparing without being primary")
+        if mutation.ballot != self._ballot:
+            violated(f"{self}: preparing {mutation.decree} under an old ballot")
         ps.acks[mutation.decree] = set()
         ps.sent_tick[mutation.decree] = self._now
         for node in config.secondaries:
@@ -682,9 +706,10 @@ class Replica:
         while target < self.plist.max_decree:
             decree = target + 1
             entry = self.plist.get(decree)
-            require(entry is not None, f"{self}: hole at decree {decree}")
-            assert entry is not None
-            require(entry.ballot == self._ballot, f"{self}: uncommitted {decree} from an older ballot")
+            if entry is None:
+                violated(f"{self}: hole at decree {decree}")
+            if entry.ballot != self._ballot:
+                violated(f"{self}: uncommitted {decree} from an older ballot")
             if not self._is_durable(entry):
                 break
             acked = ps.acks.get(decree, set())
@@ -1347,8 +1372,8 @@ class Replica:
     @property
     def _o(self) -> Ready:
         out = self._out
-        require(out is not None, f"{self}: output outside an event")
-        assert out is not None
+        if out is None:
+            violated(f"{self}: output outside an event")
         return out
 
     def _send(self, to: NodeAddress, message: Message) -> None:
@@ -1392,35 +1417,31 @@ class Replica:
         return request_id
 
     def _check_invariants(self) -> None:
+        # Runs after every event: each message is formatted only when its check fails (violated()).
         plist = self.plist
-        require(
-            plist.last_committed_decree <= self._confirmed <= plist.max_decree,
-            f"{self}: confirmed {self._confirmed} beyond [{plist.last_committed_decree}, {plist.max_decree}]",
-        )
-        require(
-            (self._primary is not None) == (self._status == PartitionStatus.PRIMARY), f"{self}: primary state"
-        )
-        require(
-            (self._learner is not None) == (self._status == PartitionStatus.POTENTIAL_SECONDARY),
-            f"{self}: learner state",
-        )
+        if not plist.last_committed_decree <= self._confirmed <= plist.max_decree:
+            violated(
+                f"{self}: confirmed {self._confirmed} beyond "
+                f"[{plist.last_committed_decree}, {plist.max_decree}]"
+            )
+        if (self._primary is not None) != (self._status == PartitionStatus.PRIMARY):
+            violated(f"{self}: primary state")
+        if (self._learner is not None) != (self._status == PartitionStatus.POTENTIAL_SECONDARY):
+            violated(f"{self}: learner state")
         ps = self._primary
         if ps is not None:
             config = self._config
-            require(
-                config is not None and config.primary == self.me, f"{self}: primary not named by its config"
-            )
-            require(config is not None and config.ballot == self._ballot, f"{self}: config ballot differs")
-            require(self._confirmed == plist.max_decree, f"{self}: primary confirmed below its max decree")
-            require(
-                plist.uncommitted_count <= plist.capacity,
-                f"{self}: {plist.uncommitted_count} uncommitted mutations",
-            )
-            for decree in ps.tokens:
-                require(
-                    decree > plist.last_committed_decree, f"{self}: tokens kept for committed decree {decree}"
-                )
-        if self._status == PartitionStatus.SECONDARY:
-            require(
-                self._config is not None and self._config.ballot == self._ballot, f"{self}: secondary config"
-            )
+            if config is None or config.primary != self.me:
+                violated(f"{self}: primary not named by its config")
+            if config.ballot != self._ballot:
+                violated(f"{self}: config ballot differs")
+            if self._confirmed != plist.max_decree:
+                violated(f"{self}: primary confirmed below its max decree")
+            if plist.uncommitted_count > plist.capacity:
+                violated(f"{self}: {plist.uncommitted_count} uncommitted mutations")
+            if ps.tokens and min(ps.tokens) <= plist.last_committed_decree:
+                violated(f"{self}: tokens kept for committed decree {min(ps.tokens)}")
+        if self._status == PartitionStatus.SECONDARY and (
+            self._config is None or self._config.ballot != self._ballot
+        ):
+            violated(f"{self}: secondary config")

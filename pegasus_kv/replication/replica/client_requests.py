@@ -6,11 +6,13 @@ later, during partition split (DESIGN.md section 11). The routing rule is the cl
 (core/hashing.py): single-key operations hash (hash_key, sort_key); operations over one hash key
 hash the hash key alone; batch_get checks each key; a full scan covers the whole partition.
 
-Reads split by cost. Point reads (get, ttl) run inline on the event loop: they are served from the
-memtable or the block cache and measured about 1.5-2 microseconds each (10k keys, rocksdict 0.3,
-this machine), far below the ~50 microseconds a hop to a worker thread costs. Everything that
-iterates (multi_get, sort_key_count, batch_get, scans) runs in a worker thread: it may visit
-thousands of records (a 100-record multi_get took ~90 microseconds).
+Reads split by cost (`reads_inline`). Point reads (get, ttl) run inline on the event loop: they are
+served from the memtable or the block cache and measured about 1.5-2 microseconds each (10k keys,
+rocksdict 0.3, this machine), far below the ~50 microseconds a hop to a worker thread costs. So
+does a multi_get that names at most MAX_INLINE_MULTI_GET_KEYS sort keys: a batch of point reads
+(YCSB's READ of a record; on onebox the thread hop was half of a replica server's CPU per such
+read). Everything that iterates (a multi_get by range, sort_key_count, batch_get, scans) runs in a
+worker thread: it may visit thousands of records (a 100-record multi_get took ~90 microseconds).
 """
 
 from __future__ import annotations
@@ -51,6 +53,16 @@ THREAD_READ_TYPES: frozenset[type[Message]] = frozenset(
     }
 )
 READ_TYPES = INLINE_READ_TYPES | THREAD_READ_TYPES
+# A multi_get naming at most this many sort keys is served inline (a few microseconds per key).
+MAX_INLINE_MULTI_GET_KEYS = 16
+
+
+def reads_inline(request: Message) -> bool:
+    """Whether a read is cheap enough for the event loop (see the module doc)."""
+    if type(request) in INLINE_READ_TYPES:
+        return True
+    return isinstance(request, MultiGetRequest) and 0 < len(request.sort_keys) <= MAX_INLINE_MULTI_GET_KEYS
+
 
 _SINGLE_KEY = (SetRequest, DeleteRequest, IncrRequest, GetRequest, TtlRequest)
 _HASH_KEY = (

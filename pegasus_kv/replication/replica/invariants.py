@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import NoReturn
+
 from pegasus_kv.core.invariants import InvariantViolation, check_invariant
 
 
@@ -11,3 +13,9 @@ class ReplicaInvariantError(InvariantViolation):
 
 def invariant(condition: bool, message: str) -> None:
     check_invariant(condition, message, ReplicaInvariantError)
+
+
+def violated(message: str) -> NoReturn:
+    """Raise ReplicaInvariantError(message): for checks on hot paths, written
+    `if not condition: violated(f"...")` so the message is formatted only when the check fails."""
+    raise ReplicaInvariantError(message)

@@ -31,7 +31,7 @@ from collections.abc import Callable, Iterator
 from typing import NamedTuple
 
 from pegasus_kv.core.ids import INVALID_DECREE
-from pegasus_kv.replication.replica.invariants import invariant
+from pegasus_kv.replication.replica.invariants import violated
 
 
 class Location(NamedTuple):
@@ -83,8 +83,10 @@ class LiveIndex:
         `same_mutation(earlier)` tells whether the earlier record for this decree carries the same
         mutation as the new one (only asked when the new record's ballot is higher).
         """
-        invariant(decree > INVALID_DECREE, f"decree {decree} must be positive")
-        invariant(location.ballot >= self._max_ballot, f"ballot went down to {location.ballot}")
+        if decree <= INVALID_DECREE:  # per logged record: messages formatted only on failure
+            violated(f"decree {decree} must be positive")
+        if location.ballot < self._max_ballot:
+            violated(f"ballot went down to {location.ballot}")
         self._max_ballot = location.ballot
         earlier = self._by_decree.get(decree)
         discarded: list[int] = []

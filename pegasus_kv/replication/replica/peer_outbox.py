@@ -1,9 +1,12 @@
 """One-way messages to other replica servers: in order per peer, bounded, never in the caller's way.
 
 The replica core hands out messages (prepares, acks, group checks, learn answers) from inside an
-event; the tick loop must not wait for a slow or dead peer. Each peer gets a bounded queue and one
-task that drains it through the connection pool, so messages to one peer leave in the order the
-cores produced them (a secondary then sees prepares in decree order and rarely answers GAP). A full
+event; the tick loop must not wait for a slow or dead peer. A message to a peer with a live
+connection that can take it now, and nothing queued ahead of it, is written at once (no task, no
+pass of the event loop: on onebox that hop was on the critical path of every prepare and ack).
+Otherwise the peer gets a bounded queue and one task that drains it through the connection pool,
+dialling if needed. Either way messages to one peer leave in the order the cores produced them
+(a secondary then sees prepares in decree order and rarely answers GAP). A full
 queue drops the new message and counts it: PacificA tolerates loss (prepares are resent on GAP and
 timeouts, group checks repeat, learners retry), and an unbounded queue behind a dead peer would not.
 A peer that cannot be reached drops what is queued for it (the pool is in redial backoff).
@@ -45,6 +48,14 @@ class PeerOutbox:
             return
         queue = self._queues.get(to)
         if queue is None:
+            try:
+                if self._pool.try_send_oneway(to, message):
+                    self.sent += 1
+                    return
+            except CodecError as exc:
+                self.dropped += 1
+                logger.error("cannot send %s to %s: %s", type(message).__name__, to, exc)
+                return
             if len(self._queues) >= MAX_PEERS:
                 self.dropped += 1
                 return

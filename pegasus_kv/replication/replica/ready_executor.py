@@ -28,7 +28,7 @@ from pegasus_kv.core.ids import Gpid
 from pegasus_kv.core.registry import Message
 from pegasus_kv.replication.pacifica.node import NodeReady
 from pegasus_kv.replication.pacifica.ready import ClientToken, Outbound, Ready, RuntimeRequest
-from pegasus_kv.replication.replica.invariants import invariant
+from pegasus_kv.replication.replica.invariants import violated
 from pegasus_kv.replication.replica.replica_runtime import ReplicaRuntime
 
 
@@ -64,7 +64,8 @@ def execute_node_ready(out: NodeReady, target: ReadyTarget) -> None:
 
 
 def execute_ready(gpid: Gpid, ready: Ready, target: ReadyTarget) -> None:
-    invariant(not ready.propose, f"{gpid}: a replica proposal the node did not take over")
+    if ready.propose:
+        violated(f"{gpid}: a replica proposal the node did not take over")
     runtime = target.runtime(gpid)
     if runtime is None:
         # A partition this server does not host (node.on_client_write answers NOT_PRIMARY for it),
