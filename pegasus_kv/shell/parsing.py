@@ -123,6 +123,11 @@ class Positional:
 
 
 JSON_OPTION = Option(("--json",), "json", Kind.FLAG, "print one JSON document instead of a table")
+# Data and scan commands run on the session's table (`use`), or on this one for this command only:
+# a one-shot `ssh ... 'get --table temp HK SK'` has no session to `use` a table in.
+TABLE_OPTION = Option(
+    ("--table",), "table_override", Kind.TEXT, "run on this table instead of the current one", "TABLE"
+)
 
 ArgumentValue = str | bytes | int | bool | list[str] | list[bytes] | list[int]
 
@@ -205,6 +210,7 @@ class CommandSpec:
     aliases: tuple[str, ...] = ()
     description: str = ""  # the rest of `help NAME`
     usage_tail: str = ""  # grammar the specs cannot say (check_and_mutate's mutations)
+    uses_table: bool = False  # runs on the current table: takes --table TABLE
 
     def __post_init__(self) -> None:
         dests = [option.dest for option in self.all_options] + [arg.dest for arg in self.positionals]
@@ -220,7 +226,8 @@ class CommandSpec:
 
     @property
     def all_options(self) -> tuple[Option, ...]:
-        return (*self.options, JSON_OPTION) if self.prints_data else self.options
+        options = (*self.options, TABLE_OPTION) if self.uses_table else self.options
+        return (*options, JSON_OPTION) if self.prints_data else options
 
     @property
     def usage(self) -> str:

@@ -14,6 +14,7 @@ asyncio.CancelledError propagates once the command has closed what it held (scan
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from dataclasses import dataclass
 
@@ -22,7 +23,7 @@ from pegasus_kv.core.errors import PegasusError
 from pegasus_kv.shell.commands import ALL_COMMANDS
 from pegasus_kv.shell.commands.base import Command, CommandFailed, Context, SessionState
 from pegasus_kv.shell.output import Output, OutputTooLargeError
-from pegasus_kv.shell.parsing import CommandSpec, UsageError, check, is_blank, tokenize
+from pegasus_kv.shell.parsing import CommandSpec, ParsedArgs, UsageError, check, is_blank, tokenize
 from pegasus_kv.shell.roles import Role
 
 __all__ = ["Outcome", "Output", "Shell"]
@@ -132,9 +133,9 @@ class Shell:
         except UsageError as error:
             out.error(f"{error.message}\nusage: {spec.usage}\n")
             return Outcome(EXIT_USAGE, _one_line(f"usage: {error.message}"))
-        ctx = Context(self._client, out, args, self._state, self._specs)
         try:
-            await command.run(ctx)
+            state = await self._state_for(args)
+            await command.run(Context(self._client, out, args, state, self._specs))
         except asyncio.CancelledError:
             raise
         except UsageError as error:
@@ -159,6 +160,15 @@ class Shell:
             self._state.exit_requested = False
             return Outcome(EXIT_OK, "ok", exit_requested=True)
         return Outcome(EXIT_OK, "ok")
+
+    async def _state_for(self, args: ParsedArgs) -> SessionState:
+        """The session's state, or for `--table NAME` a copy naming that table for one command
+        (the session's current table stays what `use` chose)."""
+        name = args.optional_text("table_override")
+        if name is None:
+            return self._state
+        table = await self._client.open_table(name)
+        return dataclasses.replace(self._state, table_name=table.name, table=table)
 
     # --- completion -----------------------------------------------------------------------------
 

@@ -126,7 +126,10 @@ def test_bad_arguments_get_the_message_and_the_usage_line() -> None:
     shell = shell_with(Tripwire())
     outcome, out = run(shell, "set hk")
     assert outcome.exit_status == 2 and outcome.summary == "usage: set: missing SORT_KEY"
-    assert out.stderr == "set: missing SORT_KEY\nusage: set HASH_KEY SORT_KEY VALUE [TTL_SECONDS]\n"
+    assert (
+        out.stderr
+        == "set: missing SORT_KEY\nusage: set HASH_KEY SORT_KEY VALUE [TTL_SECONDS] [--table TABLE]\n"
+    )
     outcome, out = run(shell, "get 'unterminated")
     assert outcome.exit_status == 2 and "unterminated quote" in out.stderr
     outcome, out = run(shell, "check_and_mutate hk -t exist set sk")

@@ -211,3 +211,26 @@ def test_ctrl_c_in_count_data_or_full_scan_closes_every_scanner_and_leaves_no_ta
             assert (await as_json(shell, "count_data"))["total"]["rows"] == 12_000
 
     run(story())
+
+
+def test_table_option_runs_one_command_on_a_table_without_use(tmp_path: Path) -> None:
+    """A one-shot `ssh ... 'set --table temp hk sk v'` has no session to `use` a table in."""
+
+    async def story() -> None:
+        async with fake_cluster(tmp_path) as cluster, Client(cluster.meta_address) as client:
+            del cluster
+            shell = Shell(client, role=Role.ADMIN, cluster_name="fake")
+            no_table = CollectingOutput()
+            assert (await shell.execute("get hk sk", no_table)).exit_status == 2
+            assert "no table selected" in no_table.stderr
+
+            await execute(shell, "set --table temp hk sk 'from one shot'")
+            assert (await as_json(shell, "get hk sk --table temp"))["value"] == "from one shot"
+            assert shell.current_table is None  # --table chose a table for one command only
+            assert shell.complete("get --ta", len("get --ta")) == ["--table"]
+
+            unknown = CollectingOutput()
+            outcome = await shell.execute("get --table nosuch hk sk", unknown)
+            assert outcome.exit_status == 1 and "TABLE_NOT_FOUND" in outcome.summary
+
+    run(story())
