@@ -254,15 +254,18 @@ def build_parser() -> argparse.ArgumentParser:
         "start the cluster and wait until table temp is healthy",
         "Start one meta server (embedded local meta store, no ZooKeeper) and three replica servers on "
         "127.0.0.1, create table temp (8 partitions, 3 replicas), wait until every partition has a "
-        "primary and two secondaries, and print where everything listens. In a DIR that already holds "
-        "a onebox, start the nodes that are not running, with their configs and data.",
+        "primary and two secondaries, and print where everything listens. The leading meta serves the "
+        "admin shell over SSH (meta i on base port + 100 + i): a key pair for you is made in DIR/ssh/ "
+        "(id_ed25519), authorized as admin in DIR/ssh/authorized_keys, and the ssh command is printed. "
+        "In a DIR that already holds a onebox, start the nodes that are not running, with their configs "
+        "and data.",
     )
     start.add_argument(
         "--base-port",
         type=int,
         default=34601,
-        help="meta servers listen from this port, replica servers from it + 200; 0 picks free ports "
-        "(default 34601)",
+        help="meta servers listen from this port, replica servers from it + 200, their Prometheus "
+        "metrics from it + 300 (meta) and + 400 (replica); 0 picks free ports (default 34601)",
     )
     start.add_argument("--meta-servers", type=int, default=1, help="how many meta servers (default 1)")
     start.add_argument("--replica-servers", type=int, default=3, help="how many replica servers (default 3)")
@@ -278,10 +281,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     status = onebox_command(
         "status",
-        "show the nodes, their addresses and pids",
-        "Show every node's address, pid and log. With --json print "
-        '{"meta": [addresses], "replica": [addresses], "ssh": "host:port", "pids": {name: pid}}; '
-        'a pid is null when that node is not running, and "ssh" is "" until the admin shell exists.',
+        "show the nodes, their addresses, pids and metrics URLs",
+        "Show every node's address, pid, log and Prometheus metrics URL. With --json print "
+        '{"meta": [addresses], "replica": [addresses], "ssh": "host:port", "pids": {name: pid}, '
+        '"metrics": {name: url}, "ssh_command": "ssh -i ...", "ssh_key": path}; '
+        'a pid is null when that node is not running; "ssh" is the admin shell of the meta leading now '
+        '("" when none runs) and "ssh_command" logs in to it as admin with "ssh_key".',
     )
     status.add_argument("--json", action="store_true", help="print JSON")
     onebox_command(

@@ -12,6 +12,16 @@ Every node lives in DIR/<name>/ (config.toml, data, server.log) and runs as a de
 its own session, so the cluster outlives the command that started it; DIR/onebox.json
 (onebox_state.py) records their pids and addresses for the other subcommands.
 
+Every meta and replica server serves Prometheus metrics (pegasus_kv/metrics) on its own port:
+meta i (from 0) on base + 300 + i, replica server j on base + 400 + j (34901, 35001 ... by default);
+`onebox status` lists their URLs.
+
+The leading meta serves the admin shell over SSH: meta i (from 0) listens on base + 100 + i (34701
+for meta1 by default). `start` makes a key pair for the local user in DIR/ssh/ (id_ed25519, 0600),
+authorizes it as admin in DIR/ssh/authorized_keys (add readonly keys there; the leader re-reads it),
+and prints the ssh command; `status --json` gives the leader's shell as "ssh" and the command as
+"ssh_command" (onebox_ssh.py). Each meta writes its audit log to DIR/metaN/audit.log.
+
 Timings are short so that failover is quick on one machine: 100 ms ticks, beacons every second,
 3 s leases, and meta declares a silent replica server dead after 4 s (PacificA needs the replica's
 lease to end before meta's grace period, so lease < grace). Meta is told that one live replica
@@ -38,7 +48,16 @@ from pegasus_kv.client.meta import MetaCaller
 from pegasus_kv.client.options import ClientOptions
 from pegasus_kv.client.session import ClientSession
 from pegasus_kv.core.errors import PegasusError
+from pegasus_kv.metrics.endpoint import METRICS_PATH
 from pegasus_kv.replication.meta.admin_messages import ClusterInfoRequest, ClusterInfoResponse
+from pegasus_kv.testing.onebox_ssh import (
+    SSH_DIR,
+    AdminShellNotReadyError,
+    prepare_admin_shell,
+    ssh_command,
+    ssh_config_section,
+    wait_admin_shell,
+)
 from pegasus_kv.testing.onebox_state import (
     NodeState,
     OneboxDirError,
@@ -50,11 +69,15 @@ from pegasus_kv.testing.onebox_state import (
 HOST = "127.0.0.1"
 DEFAULT_META_BASE_PORT = 34601
 REPLICA_PORT_OFFSET = 200  # replica servers from base + 200: 34801, 34802, ...
+SSH_PORT_OFFSET = 100  # meta i's admin shell on base + 100 + i: 34701, ...
+META_METRICS_PORT_OFFSET = 300  # meta i's Prometheus metrics on base + 300 + i: 34901, ...
+REPLICA_METRICS_PORT_OFFSET = 400  # replica server j's on base + 400 + j: 35001, 35002, ...
 TABLE_NAME = "temp"
 TABLE_PARTITION_COUNT = 8
 TABLE_REPLICA_COUNT = 3
 MAX_META_SERVERS = 5
 MAX_REPLICA_SERVERS = 16
+STATUS_TIMEOUT_S = 2.0  # `status` asks a multi-meta onebox who leads, for this long at most
 STOP_GRACE_S = 10.0  # SIGTERM, then SIGKILL after this long
 POLL_S = 0.1
 
@@ -96,12 +119,13 @@ def _server_command(role: str, config: Path) -> list[str]:
     return [sys.executable, "-m", "pegasus_kv.cli", role, "--config", str(config)]
 
 
-def _meta_config(address: str, meta_addresses: list[str], store_section: str) -> str:
+def _meta_config(address: str, meta_addresses: list[str], store_section: str, metrics_port: int) -> str:
     port = address.rpartition(":")[2]
     return (
         'cluster_name = "onebox"\n'
         f"host = {_toml_string(HOST)}\n"
         f"port = {port}\n"
+        f"metrics_port = {metrics_port}\n"
         f"meta_servers = {_toml_list(meta_addresses)}\n"
         f"tick_ms = {TICK_MS}\n"
         f"beacon_interval_s = {BEACON_INTERVAL_S}\n"
@@ -114,11 +138,12 @@ def _meta_config(address: str, meta_addresses: list[str], store_section: str) ->
     )
 
 
-def _replica_config(address: str, meta_addresses: list[str], data_dir: Path) -> str:
+def _replica_config(address: str, meta_addresses: list[str], data_dir: Path, metrics_port: int) -> str:
     port = address.rpartition(":")[2]
     return (
         f"host = {_toml_string(HOST)}\n"
         f"port = {port}\n"
+        f"metrics_port = {metrics_port}\n"
         f"meta_servers = {_toml_list(meta_addresses)}\n"
         f"data_dir = {_toml_string(str(data_dir))}\n"
         f"tick_ms = {TICK_MS}\n"
@@ -141,8 +166,9 @@ def _check_options(options: OneboxOptions) -> None:
         raise OneboxError("--meta-store must be local or zookeeper")
     if options.meta_store == "local" and options.meta_servers != 1:
         raise OneboxError("the local meta store serves one meta server; use --meta-store zookeeper")
-    if options.base_port != 0 and not 1024 <= options.base_port <= 65535 - REPLICA_PORT_OFFSET - 16:
-        raise OneboxError("--base-port must be 0 (free ports) or 1024..65319")
+    highest_base = 65535 - REPLICA_METRICS_PORT_OFFSET - MAX_REPLICA_SERVERS
+    if options.base_port != 0 and not 1024 <= options.base_port <= highest_base:
+        raise OneboxError(f"--base-port must be 0 (free ports) or 1024..{highest_base}")
 
 
 def _plan(options: OneboxOptions) -> OneboxState:
@@ -152,8 +178,19 @@ def _plan(options: OneboxOptions) -> OneboxState:
         data_dir=data_dir, meta_store="zookeeper" if options.meta_store == "zookeeper" else "local"
     )
 
+    taken: set[int] = set()
+
     def port(base_offset: int) -> int:
-        return _free_port() if options.base_port == 0 else options.base_port + base_offset
+        if options.base_port != 0:
+            return options.base_port + base_offset
+        # A probed port is free again once the probe closes, so the kernel may hand it out twice
+        # (it did: meta's RPC and metrics ports collided): never give two listeners one port.
+        for _ in range(100):
+            candidate = _free_port()
+            if candidate not in taken:
+                taken.add(candidate)
+                return candidate
+        raise OneboxError("could not find distinct free ports on 127.0.0.1")
 
     meta_addresses = [f"{HOST}:{port(index)}" for index in range(options.meta_servers)]
     store_section = ""
@@ -164,7 +201,7 @@ def _plan(options: OneboxOptions) -> OneboxState:
             write_zookeeper_config,
         )
 
-        zk_port = _free_port() if options.base_port == 0 else 22181
+        zk_port = port(0) if options.base_port == 0 else 22181
         zk_dir = data_dir / "zookeeper"
         zk_dir.mkdir(parents=True, exist_ok=True)
         zk_config = write_zookeeper_config(zk_dir, HOST, zk_port)
@@ -185,6 +222,8 @@ def _plan(options: OneboxOptions) -> OneboxState:
             f'[store]\nkind = "zookeeper"\nhosts = "{HOST}:{zk_port}"\nroot = "/pegasus-kv"\n'
             "session_timeout_s = 4.0\n"  # a killed meta leader's election node goes within 4 s
         )
+    shell_files = prepare_admin_shell(data_dir)
+    state.ssh_key = str(shell_files.identity)
     for index, address in enumerate(meta_addresses, start=1):
         node_dir = data_dir / f"meta{index}"
         node_dir.mkdir(parents=True, exist_ok=True)
@@ -192,19 +231,26 @@ def _plan(options: OneboxOptions) -> OneboxState:
             store_section or f'[store]\nkind = "local"\ndata_dir = {_toml_string(str(node_dir / "data"))}\n'
         )
         config = node_dir / "config.toml"
-        config.write_text(_meta_config(address, meta_addresses, section))
-        _add_node(state, f"meta{index}", "meta", address, node_dir, config)
+        metrics_port = port(META_METRICS_PORT_OFFSET + index - 1)
+        ssh_port = port(SSH_PORT_OFFSET + index - 1)
+        shell = ssh_config_section(shell_files, port=ssh_port, audit_log=node_dir / "audit.log")
+        config.write_text(_meta_config(address, meta_addresses, section, metrics_port) + shell)
+        _add_node(state, f"meta{index}", "meta", address, node_dir, config, metrics_port)
+        state.nodes[f"meta{index}"].ssh_address = f"{HOST}:{ssh_port}"
     for index in range(1, options.replica_servers + 1):
         address = f"{HOST}:{port(REPLICA_PORT_OFFSET + index - 1)}"
         node_dir = data_dir / f"replica{index}"
         node_dir.mkdir(parents=True, exist_ok=True)
         config = node_dir / "config.toml"
-        config.write_text(_replica_config(address, meta_addresses, node_dir / "data"))
-        _add_node(state, f"replica{index}", "replica", address, node_dir, config)
+        metrics_port = port(REPLICA_METRICS_PORT_OFFSET + index - 1)
+        config.write_text(_replica_config(address, meta_addresses, node_dir / "data", metrics_port))
+        _add_node(state, f"replica{index}", "replica", address, node_dir, config, metrics_port)
     return state
 
 
-def _add_node(state: OneboxState, name: str, role: Role, address: str, node_dir: Path, config: Path) -> None:
+def _add_node(
+    state: OneboxState, name: str, role: Role, address: str, node_dir: Path, config: Path, metrics_port: int
+) -> None:
     state.nodes[name] = NodeState(
         name=name,
         role=role,
@@ -213,6 +259,7 @@ def _add_node(state: OneboxState, name: str, role: Role, address: str, node_dir:
         config=config,
         log=node_dir / "server.log",
         command=_server_command(role, config),
+        metrics_address=f"{HOST}:{metrics_port}",
     )
 
 
@@ -357,9 +404,46 @@ def start_onebox(options: OneboxOptions, *, out: TextIO = sys.stdout, progress: 
         if node.role == "zookeeper":
             _wait_zookeeper(node, options.timeout_s)
     info = asyncio.run(_wait_healthy(state, options.timeout_s, _Progress(progress)))
+    state.ssh = _leader_ssh_address(state, info.leader)
+    if state.ssh:
+        try:
+            wait_admin_shell(state.ssh, options.timeout_s)
+        except AdminShellNotReadyError as exc:
+            meta_logs = ", ".join(str(node.log) for node in state.nodes_of("meta"))
+            raise OneboxError(
+                f"{exc}; the nodes keep running (onebox stop ends them); see {meta_logs}"
+            ) from exc
+    state.save()
     print(f"onebox is up in {data_dir} (cluster {info.cluster_name!r}, table {TABLE_NAME!r})", file=out)
     _print_nodes(state, out)
     return 0
+
+
+def _leader_ssh_address(state: OneboxState, leader: str) -> str:
+    """The admin shell of the meta whose RPC address is `leader` ("" if it has none)."""
+    for node in state.nodes_of("meta"):
+        if node.address == leader:
+            return node.ssh_address
+    return ""
+
+
+def _current_ssh_address(state: OneboxState) -> str:
+    """The admin shell of the meta that leads now: asked of the cluster when there are several metas
+    (a failover moves it); "" when no meta with a shell is running or none answers."""
+    metas = [node for node in state.nodes_of("meta") if node.ssh_address and node_is_running(node)]
+    if not metas:
+        return ""
+    if len(state.nodes_of("meta")) == 1:
+        return metas[0].ssh_address
+    try:
+        info = asyncio.run(_cluster_info([node.address for node in metas], STATUS_TIMEOUT_S))
+    except PegasusError:
+        return ""
+    return _leader_ssh_address(state, info.leader)
+
+
+def _ssh_command_of(state: OneboxState, address: str) -> str:
+    return ssh_command(Path(state.ssh_key), address) if address and state.ssh_key else ""
 
 
 def _wait_zookeeper(node: NodeState, timeout_s: float) -> None:
@@ -379,7 +463,8 @@ def _wait_zookeeper(node: NodeState, timeout_s: float) -> None:
     raise OneboxError(f"ZooKeeper did not serve on {node.address} within {timeout_s:.0f} s; see {node.log}")
 
 
-def _print_nodes(state: OneboxState, out: TextIO) -> None:
+def _print_nodes(state: OneboxState, out: TextIO, *, ssh_address: str | None = None) -> None:
+    """`ssh_address`: the leader's admin shell (default: the one recorded by `start`)."""
     meta = ",".join(node.address for node in state.nodes_of("meta"))
     print(f"meta servers: {meta}", file=out)
     for node in state.nodes.values():
@@ -389,19 +474,43 @@ def _print_nodes(state: OneboxState, out: TextIO) -> None:
             f"log {node.log}",
             file=out,
         )
-    print(f"admin shell: {state.ssh or '(not available yet)'}", file=out)
+    ssh = state.ssh if ssh_address is None else ssh_address
+    if ssh and state.ssh_key:
+        print(f"admin shell (the leader's, as admin): {_ssh_command_of(state, ssh)}", file=out)
+    else:
+        print(f"admin shell: {ssh or '(not available: no meta with a shell is leading)'}", file=out)
+    metrics = _metrics_urls(state)
+    if metrics:
+        print("metrics (Prometheus):", file=out)
+        for name, url in metrics.items():
+            print(f"  {name:<10} {url}", file=out)
+
+
+def _metrics_urls(state: OneboxState) -> dict[str, str]:
+    """Node name -> the URL of its Prometheus metrics (nodes that serve them)."""
+    return {
+        name: f"http://{node.metrics_address}{METRICS_PATH}"
+        for name, node in state.nodes.items()
+        if node.metrics_address
+    }
 
 
 def onebox_status(data_dir: Path) -> dict[str, Any]:
-    """{"meta": [addresses], "replica": [addresses], "ssh": "host:port" or "", "pids": {name: pid|None}}.
+    """{"meta": [addresses], "replica": [addresses], "ssh": "host:port" or "", "pids": {name: pid|None},
+    "metrics": {name: "http://host:port/metrics"}, "ssh_command": "ssh -i ...", "ssh_key": path}.
 
-    A pid is null when that node is not running."""
+    A pid is null when that node is not running. "ssh" is the admin shell of the meta leading now ("" if
+    none is running); "ssh_command" logs in to it as admin with "ssh_key" ("" without a shell)."""
     state = OneboxState.load(data_dir.resolve())
+    ssh = _current_ssh_address(state)
     return {
         "meta": [node.address for node in state.nodes_of("meta")],
         "replica": [node.address for node in state.nodes_of("replica")],
-        "ssh": state.ssh,
+        "ssh": ssh,
+        "ssh_command": _ssh_command_of(state, ssh),
+        "ssh_key": state.ssh_key,
         "pids": {name: node.pid if node_is_running(node) else None for name, node in state.nodes.items()},
+        "metrics": _metrics_urls(state),
     }
 
 
@@ -412,7 +521,7 @@ def print_status(data_dir: Path, *, as_json: bool, out: TextIO = sys.stdout) -> 
         print(json.dumps(onebox_status(data_dir)), file=out)
         return 0
     state = OneboxState.load(data_dir.resolve())
-    _print_nodes(state, out)
+    _print_nodes(state, out, ssh_address=_current_ssh_address(state))
     return 0
 
 
@@ -460,6 +569,8 @@ def clean_onebox(data_dir: Path, *, out: TextIO = sys.stdout) -> int:
         if node.node_dir.resolve().parent != data_dir:
             raise OneboxDirError(f"{node.node_dir} is outside {data_dir}; not removing it")
         shutil.rmtree(node.node_dir, ignore_errors=True)
+    if state.ssh_key:
+        shutil.rmtree(data_dir / SSH_DIR, ignore_errors=True)  # the admin shell's keys
     OneboxState.path_in(data_dir).unlink(missing_ok=True)
     if not any(data_dir.iterdir()):
         data_dir.rmdir()

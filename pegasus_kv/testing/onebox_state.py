@@ -44,6 +44,8 @@ class NodeState(BaseModel):
     log: Path
     command: list[str]  # argv that starts it
     pid: int | None = None
+    metrics_address: str = ""  # "host:port" of its Prometheus metrics ("" for ZooKeeper)
+    ssh_address: str = ""  # a meta's admin shell "host:port" (served while it leads); "" otherwise
 
 
 class OneboxState(BaseModel):
@@ -52,7 +54,8 @@ class OneboxState(BaseModel):
     version: int = STATE_VERSION
     data_dir: Path
     meta_store: Literal["local", "zookeeper"] = "local"
-    ssh: str = ""  # the admin shell's "host:port" once the shell exists; "" until then
+    ssh: str = ""  # the admin shell's "host:port" on the leader when `start` finished; "" until then
+    ssh_key: str = ""  # the private key that logs in to the admin shell as admin ("" before the shell)
     nodes: dict[str, NodeState] = Field(default_factory=dict)
 
     @staticmethod

@@ -53,7 +53,7 @@ def test_onebox_serves_temp_survives_a_crashed_replica_server_and_stops(onebox_d
     status = onebox("status", "--data-dir", str(onebox_dir), "--json")
     assert status.returncode == 0, status.stderr
     cluster = json.loads(status.stdout)
-    assert set(cluster) == {"meta", "replica", "ssh", "pids"}
+    assert set(cluster) == {"meta", "replica", "ssh", "ssh_command", "ssh_key", "pids", "metrics"}
     assert len(cluster["meta"]) == 1 and len(cluster["replica"]) == 3
     assert set(cluster["pids"]) == {"meta1", "replica1", "replica2", "replica3"}
     assert all(is_alive(pid) for pid in cluster["pids"].values())

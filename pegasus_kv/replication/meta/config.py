@@ -9,6 +9,8 @@ Example (every key but [store] has a default; durations are in seconds, the tick
     port = 34601                       # 0 picks a free port (tests)
     advertised_address = ""            # "host:port" others dial; default host:<bound port>
     meta_servers = ["127.0.0.1:34601", "127.0.0.1:34602"]  # every meta, for cluster_info
+    metrics_port = 0                   # Prometheus metrics on http://<metrics_host>:<port>/metrics; 0: off
+    metrics_host = ""                  # "" listens on `host`
     tick_ms = 1000
     beacon_interval_s = 3.0            # replica servers beacon this often ...
     lease_s = 20.0                     # ... get a lease this long ...
@@ -19,6 +21,19 @@ Example (every key but [store] has a default; durations are in seconds, the tick
     data_dir = "meta-data"             # relative to this file's directory
 
     # or: kind = "zookeeper", hosts = "zk1:2181,zk2:2181", root = "/pegasus-kv", session_timeout_s = 10
+
+    [ssh]                              # the admin shell, served by the leader (pegasus_kv/shell/)
+    port = 34701                       # 0 (the default): no admin shell
+    host = ""                          # where it listens; "" = the meta's host
+    authorized_keys = "authorized_keys"  # OpenSSH format, role="admin"|"readonly" per key; re-read on change
+    host_key = ""                      # "" = <store data_dir>/ssh_host_ed25519_key, made if missing
+    audit_log = ""                     # "" = <store data_dir>/audit.log (JSON lines, rotated)
+    audit_log_max_bytes = 16777216
+    audit_log_backups = 3
+    max_connections = 32
+
+With the zookeeper store there is no local data dir: name host_key and audit_log (share one host key
+between the metas, so clients meet the same key after a failover).
 
 Environment overrides (toml_settings.py): PEGASUS_KV_META__PORT=34602,
 PEGASUS_KV_META__STORE__DATA_DIR=/data/meta, PEGASUS_KV_META__META_SERVERS=h1:34601,h2:34601.
@@ -87,6 +102,36 @@ class ZooKeeperStoreConfig(_Strict):
 
 StoreConfig = Annotated[LocalStoreConfig | ZooKeeperStoreConfig, Field(discriminator="kind")]
 
+HOST_KEY_FILE = "ssh_host_ed25519_key"
+AUDIT_LOG_FILE = "audit.log"
+
+
+class AdminShellConfig(_Strict):
+    """The SSH admin shell the leading meta serves (DESIGN.md section 7). Disabled while port = 0."""
+
+    port: Annotated[int, Field(ge=0, le=65535)] = 0
+    host: Annotated[str, Field(max_length=253)] = ""
+    authorized_keys: Path | None = None
+    host_key: Path | None = None
+    audit_log: Path | None = None
+    audit_log_max_bytes: Annotated[int, Field(ge=4096, le=1 << 40)] = 16 * 1024 * 1024
+    audit_log_backups: Annotated[int, Field(ge=0, le=100)] = 3
+    max_connections: Annotated[int, Field(ge=1, le=10_000)] = 32
+
+    @field_validator("authorized_keys", "host_key", "audit_log", mode="before")
+    @classmethod
+    def _empty_is_default(cls, value: object) -> object:
+        return None if value == "" else value
+
+    @field_validator("authorized_keys", "host_key", "audit_log")
+    @classmethod
+    def _relative_to_config_file(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        return None if value is None else _resolve(value, info)
+
+    @property
+    def enabled(self) -> bool:
+        return self.port != 0
+
 
 class MetaServerConfig(_Strict):
     cluster_name: str = "pegasus"
@@ -94,7 +139,11 @@ class MetaServerConfig(_Strict):
     port: Annotated[int, Field(ge=0, le=65535)] = 34601
     advertised_address: AdvertisedAddress = ""
     meta_servers: MetaServerList = Field(default_factory=list)
+    # Prometheus metrics over HTTP (pegasus_kv/metrics); port 0 serves none, host "" means `host`.
+    metrics_port: Annotated[int, Field(ge=0, le=65535)] = 0
+    metrics_host: Annotated[str, Field(max_length=253)] = ""
     store: StoreConfig
+    ssh: AdminShellConfig = Field(default_factory=AdminShellConfig)
 
     # Time. Ticks count from the Unix epoch (tick_clock.py); changing tick_ms between runs is fine.
     tick_ms: Annotated[int, Field(ge=1, le=60_000)] = 1000
@@ -146,7 +195,32 @@ class MetaServerConfig(_Strict):
             self.meta_options()
         except InvalidArgumentError as exc:
             raise ValueError(f"with tick_ms = {self.tick_ms}: {exc.message}") from exc
+        if self.ssh.enabled:
+            if self.ssh.authorized_keys is None:
+                raise ValueError("ssh.authorized_keys is required when ssh.port is set (who may log in?)")
+            if not isinstance(self.store, LocalStoreConfig) and (
+                self.ssh.host_key is None or self.ssh.audit_log is None
+            ):
+                raise ValueError(
+                    "with the zookeeper store, ssh.host_key and ssh.audit_log must be set (no local data dir)"
+                )
         return self
+
+    def ssh_host_key_path(self) -> Path:
+        """The admin shell's host key file (default: in the local store's data dir)."""
+        if self.ssh.host_key is not None:
+            return self.ssh.host_key
+        if not isinstance(self.store, LocalStoreConfig):
+            raise InvalidArgumentError("ssh.host_key is not set")
+        return self.store.data_dir / HOST_KEY_FILE
+
+    def ssh_audit_log_path(self) -> Path:
+        """The admin shell's audit log (default: in the local store's data dir)."""
+        if self.ssh.audit_log is not None:
+            return self.ssh.audit_log
+        if not isinstance(self.store, LocalStoreConfig):
+            raise InvalidArgumentError("ssh.audit_log is not set")
+        return self.store.data_dir / AUDIT_LOG_FILE
 
     def ticks(self, seconds: float) -> int:
         """`seconds` in meta ticks, rounded up (a period never ends early)."""

@@ -43,14 +43,14 @@ import asyncio
 import collections
 import dataclasses
 import logging
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 import msgspec
 
 from pegasus_kv.core.errors import BusyError, NotLeaderError, PegasusError, ShuttingDownError, StorageError
 from pegasus_kv.core.registry import Message
-from pegasus_kv.replication.meta.admin_messages import ClusterInfoRequest
+from pegasus_kv.replication.meta.admin_messages import ClusterInfoRequest, ClusterInfoResponse
 from pegasus_kv.replication.meta.command_sender import CommandSender
 from pegasus_kv.replication.meta.handlers import MAY_CHANGE_STATE, cluster_info, describe_event
 from pegasus_kv.replication.meta.store import MetaStore
@@ -120,8 +120,11 @@ class LeaderTerm:
         clock: TickClock,
         sender: CommandSender,
         settings: TermSettings,
+        on_event: Callable[[MetaEvent], None] | None = None,
     ) -> None:
+        """`on_event` is told each event once it is durable, in log order (metrics)."""
         invariant(store.is_leader, "a leader term over a store that does not lead")
+        self._on_event = on_event
         self.core = core
         self.store = store
         self._clock = clock
@@ -234,13 +237,7 @@ class LeaderTerm:
         if not self.active:
             raise NotLeaderError("")
         if isinstance(message, ClusterInfoRequest):
-            return cluster_info(
-                self.core,
-                cluster_name=self._settings.cluster_name,
-                leader=self._settings.address,
-                meta_servers=self._settings.meta_servers or [self._settings.address],
-                tick_ms=self._clock.tick_ms,
-            )
+            return self.cluster_info()
         if isinstance(message, MAY_CHANGE_STATE) and self._backlog_full():
             raise BusyError(f"meta has {len(self._queue)} changes waiting to be persisted; retry in a moment")
         reply_to = self._next_reply_to
@@ -259,6 +256,16 @@ class LeaderTerm:
         if future.done():
             return future.result()
         return future
+
+    def cluster_info(self) -> ClusterInfoResponse:
+        """The cluster as this leader sees it (durable state, failure detector)."""
+        return cluster_info(
+            self.core,
+            cluster_name=self._settings.cluster_name,
+            leader=self._settings.address,
+            meta_servers=self._settings.meta_servers or [self._settings.address],
+            tick_ms=self._clock.tick_ms,
+        )
 
     def _backlog_full(self) -> bool:
         limit = self._settings.max_pending_persists
@@ -358,6 +365,8 @@ class LeaderTerm:
         for batch in batches:
             for event in batch.events:
                 logger.info("meta: %s", describe_event(event))
+                if self._on_event is not None:
+                    self._on_event(event)
         self.core.on_persisted(newest)
         invariant(
             self.core.durable_seq == newest, f"durable seq {self.core.durable_seq} after batch {newest}"

@@ -11,7 +11,9 @@ loads the snapshot and the records after it, folds them into a MetaState and sta
 (leader_term.py): a MetaCore ticking on a real timer, its MetaReady executed in order. When the term
 ends (the store reports leadership lost, a write to the store failed, or a bug), the server stops
 acting at once, closes that store and starts over with a fresh one: campaign, reload, new core. So a
-new leader replays the state, and a write of unknown outcome is never built upon.
+new leader replays the state, and a write of unknown outcome is never built upon. While a term runs,
+the server also serves the SSH admin shell when [ssh] port is set (pegasus_kv/shell/ssh_server.py);
+the shell stops when the term ends, so only the leader answers on it.
 
 Not leading (campaigning, loading, between terms), the server answers every request with
 NotLeaderError whose message is exactly the leader's advertised "host:port", or "" when it does not
@@ -30,10 +32,14 @@ import asyncio
 import logging
 import random
 from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
 
 from pegasus_kv.core.codec import Decoded
 from pegasus_kv.core.errors import InvalidStateError, NotLeaderError, PegasusError
+from pegasus_kv.metrics.endpoint import MetricsEndpoint
+from pegasus_kv.metrics.meta import MetaMetrics
 from pegasus_kv.replication.connection_pool import ConnectionPool
+from pegasus_kv.replication.meta.admin_messages import ClusterInfoResponse
 from pegasus_kv.replication.meta.command_sender import CommandSender
 from pegasus_kv.replication.meta.config import LocalStoreConfig, MetaServerConfig
 from pegasus_kv.replication.meta.leader_term import (
@@ -49,6 +55,9 @@ from pegasus_kv.replication.meta.zk_store import ZooKeeperMetaStore
 from pegasus_kv.replication.pacifica.meta_core import MetaCore
 from pegasus_kv.replication.rpc_server import HandlerResult, RpcServer
 from pegasus_kv.replication.transport import format_address
+
+if TYPE_CHECKING:
+    from pegasus_kv.shell.ssh_server import AdminShellServer
 
 logger = logging.getLogger(__name__)
 
@@ -113,6 +122,15 @@ class MetaServer:
         self._leading = asyncio.Event()
         self.failure: BaseException | None = None
         self.terms_started = 0  # leadership terms so far (operators' logs, tests)
+        self._admin_shell: AdminShellServer | None = None  # the SSH admin shell, while leading
+        self.metrics = MetaMetrics(is_leader=lambda: self.is_leader, cluster_info=self._leader_cluster_info)
+        self._metrics_endpoint = (
+            MetricsEndpoint(
+                self.metrics.registry, config.metrics_host or config.host, config.metrics_port, name="meta"
+            )
+            if config.metrics_port
+            else None
+        )
 
     # ------------------------------------------------------------------ readers
 
@@ -148,6 +166,22 @@ class MetaServer:
         leader = self._known_leader
         return "" if leader == self.address else leader
 
+    @property
+    def metrics_url(self) -> str:
+        """Where Prometheus scrapes this server ("" when metrics_port is 0 or before start)."""
+        endpoint = self._metrics_endpoint
+        return endpoint.url if endpoint is not None and endpoint.started else ""
+
+    def _leader_cluster_info(self) -> ClusterInfoResponse | None:
+        term = self._term
+        return term.cluster_info() if term is not None and term.active else None
+
+    @property
+    def admin_shell_address(self) -> str:
+        """Where the SSH admin shell listens: "host:port" while this meta leads with ssh on, else ""."""
+        shell = self._admin_shell
+        return "" if shell is None else shell.address
+
     # ------------------------------------------------------------------ lifetime
 
     async def start(self) -> None:
@@ -163,6 +197,8 @@ class MetaServer:
             max_in_flight=self.config.max_outgoing_commands,
         )
         try:
+            if self._metrics_endpoint is not None:
+                await self._metrics_endpoint.start()
             store = await self._open_store()
         except BaseException:
             await self._close_transport()
@@ -205,6 +241,8 @@ class MetaServer:
         await self._close_transport()
 
     async def _close_transport(self) -> None:
+        if self._metrics_endpoint is not None:
+            await self._metrics_endpoint.close()
         await self._rpc.close()
         if self._sender is not None:
             await self._sender.close()
@@ -278,6 +316,7 @@ class MetaServer:
             store,
             clock=self._clock,
             sender=self._sender,
+            on_event=self.metrics.on_event,
             settings=TermSettings(
                 cluster_name=self.config.cluster_name,
                 address=self.address,
@@ -293,13 +332,50 @@ class MetaServer:
         term.start()
         self._leading.set()
         try:
+            await self._start_admin_shell()
             await term.ended.wait()
         finally:
             self._term = None  # from here on every request is redirected
             self._leading.clear()
+            await self._stop_admin_shell()
             await term.close()
         if term.end_error is not None:
             raise term.end_error
+
+    async def _start_admin_shell(self) -> None:
+        """Serve the admin shell for this term (DESIGN.md section 7: the leader serves it). A shell
+        that cannot start (port taken, unreadable host key) is logged; the meta still leads."""
+        ssh = self.config.ssh
+        if not ssh.enabled:
+            return
+        from pegasus_kv.shell.ssh_server import AdminShellServer, AdminShellSettings  # asyncssh: only if on
+
+        assert ssh.authorized_keys is not None  # the config's validator requires it with a port
+        server = AdminShellServer(
+            AdminShellSettings(
+                host=ssh.host or self.config.host,
+                port=ssh.port,
+                host_key_path=self.config.ssh_host_key_path(),
+                authorized_keys_path=ssh.authorized_keys,
+                audit_log_path=self.config.ssh_audit_log_path(),
+                cluster_name=self.config.cluster_name,
+                meta_addresses=tuple(self.config.meta_servers) or (self.address,),
+                audit_log_max_bytes=ssh.audit_log_max_bytes,
+                audit_log_backups=ssh.audit_log_backups,
+                max_connections=ssh.max_connections,
+            )
+        )
+        try:
+            await server.start()
+        except Exception as exc:
+            logger.error("meta %s leads without its admin shell: %s", self.address, exc, exc_info=exc)
+            return
+        self._admin_shell = server
+
+    async def _stop_admin_shell(self) -> None:
+        server, self._admin_shell = self._admin_shell, None
+        if server is not None:
+            await server.stop()
 
     def _is_fatal(self, error: PegasusError) -> bool:
         return isinstance(error, MetaLogCorruptError)
@@ -311,6 +387,7 @@ class MetaServer:
     # ------------------------------------------------------------------ requests
 
     def _handle(self, request: Decoded, peer: str) -> HandlerResult:
+        self.metrics.count_request(type(request.message))
         term = self._term
         if term is None or not term.active:
             raise NotLeaderError(self.known_leader)

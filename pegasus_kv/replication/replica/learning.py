@@ -246,11 +246,13 @@ async def fetch_checkpoint(
     chunk_bytes: int,
     timeout_s: float,
     executor: Executor,
+    on_bytes: Callable[[int], None] | None = None,
 ) -> int:
     """Copy checkpoint `ref` of `gpid` from `source` into `destination` (created; must not exist).
 
     Returns the checkpoint's decree. Raises StorageError when a checksum or size does not match,
-    and the transport's errors when the source does not answer.
+    and the transport's errors when the source does not answer. `on_bytes` is told the size of
+    each verified chunk as it is written (metrics).
     """
     loop = asyncio.get_running_loop()
     manifest = await pool.call(source, CheckpointManifestRequest(gpid, ref), gpid=gpid, timeout_s=timeout_s)
@@ -261,9 +263,8 @@ async def fetch_checkpoint(
         raise StorageError(f"checkpoint {ref} from {source} names unsafe or duplicate files")
     await loop.run_in_executor(executor, _make_fresh_dir, destination)
     for entry in manifest.files:
-        await _fetch_file(
-            pool, source, gpid, ref, entry, destination / entry.name, chunk_bytes, timeout_s, executor
-        )
+        path = destination / entry.name
+        await _fetch_file(pool, source, gpid, ref, entry, path, chunk_bytes, timeout_s, executor, on_bytes)
     await loop.run_in_executor(executor, _fsync_dir, destination)
     return manifest.checkpoint_decree
 
@@ -278,6 +279,7 @@ async def _fetch_file(
     chunk_bytes: int,
     timeout_s: float,
     executor: Executor,
+    on_bytes: Callable[[int], None] | None,
 ) -> None:
     loop = asyncio.get_running_loop()
     handle = await loop.run_in_executor(executor, _open_for_write, path)
@@ -297,6 +299,8 @@ async def _fetch_file(
             await loop.run_in_executor(executor, handle.write, data)
             crc = zlib.crc32(data, crc)
             offset += len(data)
+            if on_bytes is not None:
+                on_bytes(len(data))
         if crc != entry.crc32:
             raise StorageError(f"{entry.name}: the file fails its checksum ({crc:#x} != {entry.crc32:#x})")
         await loop.run_in_executor(executor, _flush_and_sync, handle)

@@ -11,6 +11,12 @@ artifact (a process crash cannot reorder writes that already reached the page ca
 rotation fsyncs the old segment first), so replay refuses to guess and raises StorageError. After
 a power loss under policy `none`, anything unsynced may be lost or mangled: that policy is for
 tests and for operators who accept it.
+
+The fsync of appended records is an fdatasync where the platform has one: it makes the data and the
+file size durable (all a replay needs), skipping only timestamps. On onebox (ext4) it took about
+half the time of an fsync per append batch (~0.2 against ~0.4 ms), and one thread fsyncs every
+log of a server in turn (log_writer.py), so that is latency on every write. Segment creation,
+rotation and directories still get a full fsync.
 """
 
 from __future__ import annotations
@@ -46,6 +52,11 @@ from pegasus_kv.replication.replica.log_segment import (
 )
 
 LOCK_FILE_NAME = "LOCK"
+
+
+def sync_data(fd: int) -> None:
+    """Make the file's data and size durable (fdatasync; fsync where there is none, as on macOS)."""
+    getattr(os, "fdatasync", os.fsync)(fd)
 
 
 class FsyncPolicy(enum.StrEnum):
@@ -107,6 +118,8 @@ class SegmentedLog:
         self.segment_bytes = segment_bytes
         self.fsync_policy = fsync_policy
         self.counters = LogCounters()
+        # Told each segment fsync's duration in ns, on the thread that ran it (metrics).
+        self.fsync_observer: Callable[[int], None] | None = None
         self._lock_fd: int | None = lock_fd
         self._lock = threading.Lock()
         self._index = LiveIndex()
@@ -301,12 +314,14 @@ class SegmentedLog:
         if self._active_fd is None or self._unsynced_bytes == 0:
             return
         started_ns = time.perf_counter_ns()
-        os.fsync(self._active_fd)
+        sync_data(self._active_fd)
         elapsed_ns = time.perf_counter_ns() - started_ns
         self._unsynced_bytes = 0
         self.counters.fsyncs += 1
         self.counters.fsync_ns_total += elapsed_ns
         self.counters.fsync_ns_max = max(self.counters.fsync_ns_max, elapsed_ns)
+        if self.fsync_observer is not None:
+            self.fsync_observer(elapsed_ns)
 
     def _rotate(self, first_decree: int) -> Segment:
         """Close the active segment (durable first, so only the newest segment can have a torn tail)."""

@@ -41,7 +41,10 @@ class RuntimeRequests:
         deliver: Deliver,
         chunk_bytes: int,
         timeout_s: float,
+        on_checkpoint_bytes: Callable[[int], None] | None = None,
     ) -> None:
+        """`on_checkpoint_bytes` is told the bytes of each checkpoint chunk a learner fetches."""
+        self._on_checkpoint_bytes = on_checkpoint_bytes
         self._shelf = shelf
         self._pool = pool
         self._executor = executor
@@ -116,6 +119,7 @@ class RuntimeRequests:
                 chunk_bytes=self._chunk_bytes,
                 timeout_s=self._timeout_s,
                 executor=self._executor,
+                on_bytes=self._on_checkpoint_bytes,
             )
             if decree != request.checkpoint_decree:
                 raise StorageError(

@@ -39,6 +39,7 @@ records it in `failure` and stops.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import logging
 import random
@@ -46,6 +47,8 @@ import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+
+import msgspec
 
 from pegasus_kv.core.codec import Decoded
 from pegasus_kv.core.errors import (
@@ -62,6 +65,8 @@ from pegasus_kv.core.errors import (
 from pegasus_kv.core.ids import Gpid
 from pegasus_kv.core.registry import Message
 from pegasus_kv.core.validation import validate_read, validate_write
+from pegasus_kv.metrics.endpoint import MetricsEndpoint
+from pegasus_kv.metrics.replica import ReplicaMetrics, ReplicaSample
 from pegasus_kv.replication.connection_pool import ConnectionPool
 from pegasus_kv.replication.pacifica.config import PartitionStatus
 from pegasus_kv.replication.pacifica.messages import REPLICA_MESSAGE_TYPES
@@ -74,14 +79,15 @@ from pegasus_kv.replication.pacifica.meta_messages import (
 from pegasus_kv.replication.pacifica.meta_requests import ListTablesRequest, ListTablesResponse
 from pegasus_kv.replication.pacifica.node import NodeReady, ReplicaNode
 from pegasus_kv.replication.pacifica.ready import ClientToken, Outbound, RuntimeRequest
+from pegasus_kv.replication.pacifica.write_queue import QueuedWrite
 from pegasus_kv.replication.replica.client_requests import (
-    INLINE_READ_TYPES,
     READ_TYPES,
     WRITE_TYPES,
     check_partition,
+    reads_inline,
 )
 from pegasus_kv.replication.replica.config import ReplicaServerConfig
-from pegasus_kv.replication.replica.invariants import invariant
+from pegasus_kv.replication.replica.invariants import invariant, violated
 from pegasus_kv.replication.replica.layout import (
     ReplicaPaths,
     remove_leftovers,
@@ -94,13 +100,14 @@ from pegasus_kv.replication.replica.learn_messages import (
     ReplicaEnvelope,
 )
 from pegasus_kv.replication.replica.learning import CheckpointShelf
+from pegasus_kv.replication.replica.log_writer import LogWriter
 from pegasus_kv.replication.replica.maintenance import Maintenance
 from pegasus_kv.replication.replica.meta_link import MetaLink
 from pegasus_kv.replication.replica.peer_outbox import PeerOutbox
 from pegasus_kv.replication.replica.ready_executor import execute_node_ready
 from pegasus_kv.replication.replica.replica_runtime import ReplicaRuntime, RuntimeSettings
 from pegasus_kv.replication.replica.runtime_requests import RuntimeRequests
-from pegasus_kv.replication.replica.write_waiters import WriteWaiters
+from pegasus_kv.replication.replica.write_waiters import WriteObserver, WriteWaiters
 from pegasus_kv.replication.rpc_server import HandlerResult, RpcServer
 from pegasus_kv.replication.transport import format_address
 
@@ -121,8 +128,18 @@ class ReplicaServer:
         self._node_options = config.node_options()
         self._rng = rng if rng is not None else random.Random()
         self._rpc = RpcServer(self._handle, config.host, config.port, name="replica")
+        self.metrics = ReplicaMetrics(samples=self._metric_samples, waiting_writes=lambda: len(self._waiters))
+        self._metrics_endpoint = (
+            MetricsEndpoint(
+                self.metrics.registry, config.metrics_host or config.host, config.metrics_port, name="replica"
+            )
+            if config.metrics_port
+            else None
+        )
         self._executor = ThreadPoolExecutor(config.io_threads, thread_name_prefix="replica-io")
         self._log_executor = ThreadPoolExecutor(config.io_threads, thread_name_prefix="replica-log")
+        # Writes and fsyncs every replica's log batches (log_writer.py); made with the first runtime.
+        self._log_writer: LogWriter | None = None
         self._pool = ConnectionPool(rng=self._rng, connect_timeout_s=config.rpc_timeout_s)
         self._outbox = PeerOutbox(
             self._pool,
@@ -148,6 +165,7 @@ class ReplicaServer:
             deliver=self._deliver,
             chunk_bytes=config.learn_chunk_bytes,
             timeout_s=config.rpc_timeout_s,
+            on_checkpoint_bytes=self.metrics.on_checkpoint_bytes,
         )
         self._maintenance = Maintenance(
             runtimes=lambda: list(self._runtimes.values()),
@@ -159,12 +177,19 @@ class ReplicaServer:
         )
         options = self._node_options.replica
         self._settings = RuntimeSettings(
-            log_options=config.log_options(),
+            log_options=dataclasses.replace(
+                config.log_options(), fsync_observer=self.metrics.observe_fsync_ns
+            ),
             store_options=config.store_options(),
             prepare_list_capacity=options.prepare_list_capacity,
             record_applied_every=max(1, options.prepare_list_capacity // 4),
         )
         self._waiters = WriteWaiters(config.max_waiting_writes)
+        # Client writes that arrived in this pass of the event loop, per partition, handed to the core
+        # together at the end of the pass (_flush_write_inbox). Each holds a waiter token, so the
+        # waiter table's bound (max_waiting_writes) bounds them too.
+        self._write_inbox: dict[Gpid, list[QueuedWrite]] = {}
+        self._inbox_flush_scheduled = False
         self._node: ReplicaNode | None = None
         self._runtimes: dict[Gpid, ReplicaRuntime] = {}
         self._dropping: dict[Gpid, asyncio.Task[None]] = {}
@@ -209,6 +234,38 @@ class ReplicaServer:
     def waiting_writes(self) -> int:
         return len(self._waiters)
 
+    @property
+    def metrics_url(self) -> str:
+        """Where Prometheus scrapes this server ("" when metrics_port is 0 or before start)."""
+        endpoint = self._metrics_endpoint
+        return endpoint.url if endpoint is not None and endpoint.started else ""
+
+    def _metric_samples(self) -> list[ReplicaSample]:
+        """Every hosted replica as a scrape sees it (metrics/replica.py; runs on the event loop)."""
+        node = self._node
+        if node is None:
+            return []
+        samples = []
+        for gpid in node.gpids():
+            replica = node.replica(gpid)
+            if replica is None:
+                continue
+            runtime = self._runtimes.get(gpid)
+            usable = runtime is not None and runtime.is_open and not runtime.closing and not runtime.failed
+            samples.append(
+                ReplicaSample(
+                    app_id=gpid.app_id,
+                    status=replica.status,
+                    queued_writes=replica.queued_writes,
+                    prepare_list_depth=replica.plist.uncommitted_count,
+                    last_committed_decree=replica.last_committed_decree,
+                    applied_decree=runtime.applied_decree if usable and runtime is not None else None,
+                    log_size_bytes=runtime.log.size_bytes if usable and runtime is not None else 0,
+                    learner_phase=replica.learner_phase,
+                )
+            )
+        return samples
+
     # --- lifetime -----------------------------------------------------------------------------
 
     async def start(self) -> None:
@@ -226,6 +283,8 @@ class ReplicaServer:
                 self._runtimes[gpid] = runtime
                 recovered.append((runtime, await runtime.open(fresh=False)))
             await self._rpc.start()
+            if self._metrics_endpoint is not None:
+                await self._metrics_endpoint.start()
         except BaseException:
             await self._close_everything()
             raise
@@ -274,6 +333,8 @@ class ReplicaServer:
         await self._stopped.wait()
 
     async def _close_everything(self) -> None:
+        if self._metrics_endpoint is not None:
+            await self._metrics_endpoint.close()
         await self._requests.close()
         for task in list(self._opening):
             task.cancel()
@@ -282,6 +343,8 @@ class ReplicaServer:
         self._runtimes.clear()
         await asyncio.gather(*(r.close(drain_s=STOP_DRAIN_S) for r in runtimes), return_exceptions=True)
         await asyncio.gather(*self._dropping.values(), return_exceptions=True)
+        if self._log_writer is not None:
+            await self._log_writer.close()
         self._waiters.refuse_all(ErrorCode.SHUTTING_DOWN, "the replica server is stopping")
         await self._outbox.close()
         await self._meta.close()
@@ -346,12 +409,16 @@ class ReplicaServer:
         for gpid in gpids:
             replica = node.replica(gpid)
             if replica is None:
-                if self._roles.pop(gpid, None) is not None:
+                if (dropped := self._roles.pop(gpid, None)) is not None:
                     logger.info("%s: replica %s dropped", self.address, gpid)
+                    self.metrics.on_role_change(gpid, dropped[0], None, 0)
                 continue
             role = (replica.status, replica.ballot)
             before = self._roles.get(gpid)
             if before is None or before[0] != role[0]:
+                self.metrics.on_role_change(
+                    gpid, None if before is None else before[0], replica.status, replica.last_committed_decree
+                )
                 logger.info(
                     "%s: replica %s is %s at ballot %d (committed decree %d)",
                     self.address,
@@ -376,6 +443,8 @@ class ReplicaServer:
         return runtime
 
     def _new_runtime(self, gpid: Gpid) -> ReplicaRuntime:
+        if self._log_writer is None:
+            self._log_writer = LogWriter("replica-log-writer")
         return ReplicaRuntime(
             gpid,
             ReplicaPaths(self.config.data_dir, gpid),
@@ -383,6 +452,7 @@ class ReplicaServer:
             self,
             executor=self._executor,
             log_executor=self._log_executor,
+            log_writer=self._log_writer,
         )
 
     async def _open_created(self, runtime: ReplicaRuntime) -> None:
@@ -422,8 +492,9 @@ class ReplicaServer:
 
     def send_to_peer(self, outbound: Outbound) -> None:
         message = outbound.message
-        invariant(isinstance(message, REPLICA_MESSAGE_TYPES), f"not a replica message: {message!r}")
-        envelope = ReplicaEnvelope(sender=self.address, message=message)  # type: ignore[arg-type]
+        if not isinstance(message, REPLICA_MESSAGE_TYPES):  # per message: format only on failure
+            violated(f"not a replica message: {message!r}")
+        envelope = ReplicaEnvelope(sender=self._address or self.address, message=message)  # type: ignore[arg-type]
         self._outbox.send(outbound.to, envelope)
 
     def send_to_meta(self, message: Message) -> None:
@@ -489,6 +560,7 @@ class ReplicaServer:
             return
         for table in reply.tables:
             self._partition_counts[table.app_id] = table.partition_count
+        self.metrics.set_table_names({table.app_id: table.name for table in reply.tables})
 
     def _check_partition(self, gpid: Gpid, request: Message) -> None:
         count = self._partition_counts.get(gpid.app_id)
@@ -513,9 +585,9 @@ class ReplicaServer:
             self._run_event(lambda node: node.on_message(peer, message))
             return None
         if kind in WRITE_TYPES:
-            return self._client_write(request.gpid, message)
+            return self._metered_write(request.gpid, message)
         if kind in READ_TYPES:
-            return self._client_read(request.gpid, message)
+            return self._metered(self._client_read, request.gpid, message)
         if kind is CheckpointManifestRequest:
             assert isinstance(message, CheckpointManifestRequest)
             return self._shelf.serve_manifest(message)
@@ -524,7 +596,40 @@ class ReplicaServer:
             return self._shelf.serve_chunk(message, self.config.learn_chunk_bytes)
         raise UnsupportedError(f"a replica server does not serve {kind.__name__}")
 
-    def _client_write(self, gpid: Gpid | None, request: Message) -> asyncio.Future[Message]:
+    def _metered(
+        self,
+        serve: Callable[[Gpid | None, Message], Message | Awaitable[Message]],
+        gpid: Gpid | None,
+        request: Message,
+    ) -> Message | Awaitable[Message]:
+        """serve(gpid, request) (a read), its latency and errors counted per operation and table."""
+        meter = self.metrics.meter(type(request), -1 if gpid is None else gpid.app_id)
+        started_s = time.perf_counter()
+        try:
+            result = serve(gpid, request)
+        except Exception as error:
+            meter.failed(started_s, error)
+            raise
+        return meter.track(started_s, result)
+
+    def _metered_write(self, gpid: Gpid | None, request: Message) -> asyncio.Future[Message]:
+        """_client_write with its latency and errors counted per operation and table. Once the write
+        waits, the waiter table observes its end (write_waiters.py): cheaper than a done-callback."""
+        meter = self.metrics.meter(type(request), -1 if gpid is None else gpid.app_id)
+        started_s = time.perf_counter()
+        try:
+            return self._client_write(gpid, request, meter, started_s)
+        except Exception as error:
+            meter.failed(started_s, error)
+            raise
+
+    def _client_write(
+        self,
+        gpid: Gpid | None,
+        request: Message,
+        observer: WriteObserver | None = None,
+        started_s: float = 0.0,
+    ) -> asyncio.Future[Message]:
         if gpid is None:
             raise InvalidArgumentError("a data request must name its partition (gpid)")
         node = self.node
@@ -532,10 +637,24 @@ class ReplicaServer:
             raise NotPrimaryError(f"partition {gpid} is not served here")
         validate_write(request)
         self._check_partition(gpid, request)
-        token, future = self._waiters.add(gpid)
-        timestamp_us = time.time_ns() // 1000
-        self._run_event(lambda node: node.on_client_write(gpid, token, request, timestamp_us))  # type: ignore[arg-type]
+        token, future = self._waiters.add(gpid, observer, started_s)
+        write = QueuedWrite(token, request, time.time_ns() // 1000, len(msgspec.msgpack.encode(request)))  # type: ignore[arg-type]
+        inbox = self._write_inbox.get(gpid)
+        if inbox is None:
+            inbox = self._write_inbox[gpid] = []
+        inbox.append(write)
+        if not self._inbox_flush_scheduled:
+            self._inbox_flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush_write_inbox)
         return future
+
+    def _flush_write_inbox(self) -> None:
+        """Hand the writes gathered in this loop pass to the core, one event per partition, so the
+        primary batches them into as few mutations as its bounds allow (replica.on_client_writes)."""
+        self._inbox_flush_scheduled = False
+        inbox, self._write_inbox = self._write_inbox, {}
+        for gpid, writes in inbox.items():
+            self._run_event(lambda node: node.on_client_writes(gpid, writes))  # noqa: B023 - runs at once
 
     def _client_read(self, gpid: Gpid | None, request: Message) -> Message | Awaitable[Message]:
         if gpid is None:
@@ -553,13 +672,13 @@ class ReplicaServer:
         validate_read(request)
         self._check_partition(gpid, request)
         target = runtime.apply_handed_decree
-        if type(request) in INLINE_READ_TYPES and runtime.is_open and runtime.applied_through(target):
+        if reads_inline(request) and runtime.is_open and runtime.applied_through(target):
             return runtime.read_now(request)
         return self._read_later(runtime, request, target)
 
     async def _read_later(self, runtime: ReplicaRuntime, request: Message, target: int) -> Message:
         await runtime.wait_applied(target)
-        if type(request) in INLINE_READ_TYPES:
+        if reads_inline(request):
             return runtime.read_now(request)
         return await runtime.read_in_thread(request)
 

@@ -6,12 +6,16 @@ for that write after the apply (answer), or an error code (refuse: BUSY, NOT_PRI
 NOT_ENOUGH_MEMBER, TIMEOUT - prepared but outcome unknown - or STORAGE / SHUTTING_DOWN from the
 runtime). The table is bounded: past max_waiting writes the server answers BUSY before the core
 sees the write.
+
+A write may come with an observer (the server's request metrics), told when the write is answered
+or refused: cheaper than another done-callback on the future, which asyncio would schedule apart.
 """
 
 from __future__ import annotations
 
 import asyncio
 import itertools
+from typing import Protocol
 
 from pegasus_kv.core.errors import BusyError, ErrorCode, error_from_code
 from pegasus_kv.core.ids import Gpid
@@ -20,38 +24,55 @@ from pegasus_kv.replication.pacifica.ready import ClientToken
 from pegasus_kv.replication.replica.invariants import invariant
 
 
+class WriteObserver(Protocol):
+    """Told how a write ended; `started_s` is what it was added with (metrics/replica.py)."""
+
+    def done(self, started_s: float) -> None: ...
+
+    def failed(self, started_s: float, error: BaseException) -> None: ...
+
+
 class WriteWaiters:
     def __init__(self, max_waiting: int) -> None:
         invariant(max_waiting >= 1, "max_waiting must be positive")
         self.max_waiting = max_waiting
         self._tokens = itertools.count(1)
-        self._waiting: dict[ClientToken, tuple[Gpid, asyncio.Future[Message]]] = {}
+        self._waiting: dict[
+            ClientToken, tuple[Gpid, asyncio.Future[Message], WriteObserver | None, float]
+        ] = {}
 
     def __len__(self) -> int:
         return len(self._waiting)
 
-    def add(self, gpid: Gpid) -> tuple[ClientToken, asyncio.Future[Message]]:
+    def add(
+        self, gpid: Gpid, observer: WriteObserver | None = None, started_s: float = 0.0
+    ) -> tuple[ClientToken, asyncio.Future[Message]]:
         """A new token and its future; raises BusyError when the table is full."""
         if len(self._waiting) >= self.max_waiting:
             raise BusyError(f"{len(self._waiting)} writes are waiting on this server")
         token = next(self._tokens)
         future: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
-        self._waiting[token] = (gpid, future)
+        self._waiting[token] = (gpid, future, observer, started_s)
         return token, future
 
     def answer(self, token: ClientToken, reply: Message) -> None:
         entry = self._waiting.pop(token, None)
         if entry is not None and not entry[1].done():
             entry[1].set_result(reply)
+            if entry[2] is not None:
+                entry[2].done(entry[3])
 
     def refuse(self, token: ClientToken, code: ErrorCode, reason: str = "") -> None:
         entry = self._waiting.pop(token, None)
         if entry is not None and not entry[1].done():
-            entry[1].set_exception(error_from_code(code, reason or _REASONS.get(code, "")))
+            error = error_from_code(code, reason or _REASONS.get(code, ""))
+            entry[1].set_exception(error)
+            if entry[2] is not None:
+                entry[2].failed(entry[3], error)
 
     def refuse_all(self, code: ErrorCode, reason: str, gpid: Gpid | None = None) -> int:
         """Refuse every waiting write (of one replica when gpid is given); returns how many."""
-        tokens = [token for token, (g, _) in self._waiting.items() if gpid is None or g == gpid]
+        tokens = [token for token, entry in self._waiting.items() if gpid is None or entry[0] == gpid]
         for token in tokens:
             self.refuse(token, code, reason)
         return len(tokens)
