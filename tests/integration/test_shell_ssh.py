@@ -326,6 +326,129 @@ def test_asyncssh_client_sessions_use_a_table_and_read_back_what_they_wrote(clus
     assert commands[-4:-1] == ["use temp", "set ssh_user name Ada", "get ssh_user name"]
 
 
+def test_every_command_runs_one_shot_over_asyncssh(cluster: Cluster) -> None:
+    """Every command of the shell, each as its own one-shot exec over one asyncssh connection (the
+    in-process suite, test_shell_commands.py, checks what each one does in depth)."""
+
+    async def story() -> None:
+        async with asyncssh.connect(
+            cluster.ssh_host,
+            cluster.ssh_port,
+            username="admin",
+            client_keys=[str(cluster.admin_key)],
+            known_hosts=None,
+            agent_path=None,
+            config=None,
+        ) as conn:
+
+            async def run(line: str, exit_status: int = 0) -> str:
+                result = await conn.run(line)
+                assert result.exit_status == exit_status, (line, result.exit_status, result.stderr)
+                assert "Traceback" not in str(result.stderr)
+                return str(result.stdout)
+
+            async def as_json(line: str) -> Any:
+                return json.loads(await run(line + " --json"))
+
+            assert "count_data" in await run("help") and "usage: propose" in await run("help propose")
+            assert (await as_json("version"))["version"]
+            assert (await run("exit")) == ""
+            assert (await as_json("cluster_info"))["alive_node_count"] == 3
+            nodes = (await as_json("nodes -d"))["nodes"]
+            assert len(nodes) == 3
+            assert (await as_json("get_meta_level"))["meta_level"] == "steady"
+            assert (await as_json("set_meta_level steady"))["meta_level"] == "steady"
+            assert (await as_json("create ssh_every -p 4"))["ready"]
+            assert "ssh_every" in {table["app_name"] for table in (await as_json("ls -a"))["tables"]}
+            app = await as_json("app ssh_every -d")
+            assert (await run("use ssh_every")).startswith("OK")  # a session of its own: lasts one exec
+
+            t = "--table ssh_every"
+            assert (await as_json(f"set_app_envs {t} rocksdb.usage_scenario normal"))["envs"]
+            assert (await as_json(f"get_app_envs {t}"))["envs"] == {"rocksdb.usage_scenario": "normal"}
+            assert (await as_json(f"del_app_envs {t} rocksdb.usage_scenario"))["envs"] == {}
+            assert (await as_json(f"clear_app_envs {t} --all"))["envs"] == {}
+            assert (await as_json(f"hash {t} bob name"))["app_name"] == "ssh_every"
+            await run(f"set {t} bob name Bob")
+            assert (await as_json(f"get {t} bob name"))["value"] == "Bob"
+            assert (await as_json(f"exist {t} bob name"))["exist"] is True
+            assert (await as_json(f"ttl {t} bob name"))["ttl_seconds"] == -1
+            assert (await as_json(f"incr {t} bob visits 2"))["new_value"] == 2
+            await run(f"multi_set {t} bob city Oslo lang no")
+            assert len((await as_json(f"multi_get {t} bob city lang"))["items"]) == 2
+            assert len((await as_json(f"multi_get_range {t} bob a z"))["items"]) == 4
+            assert len((await as_json(f"multi_get_sortkeys {t} bob"))["items"]) == 4
+            assert (await as_json(f"count {t} bob"))["count"] == 4
+            assert (await as_json(f"check_and_set {t} bob -c lang -t bytes_equal -o no -v nb"))["passed"]
+            assert (await as_json(f"check_and_mutate {t} bob -c lang -t exist set tier 1 del city"))["passed"]
+            assert (await as_json(f"multi_del {t} bob tier"))["deleted"] == 1
+            assert (await as_json(f"multi_del_range {t} bob l m"))["deleted"] == 1  # lang
+            await run(f"del {t} bob visits")
+            assert (await as_json(f"hash_scan {t} bob '' ''"))["count"] == 1
+            assert len((await as_json(f"full_scan {t}"))["rows"]) == 1
+            assert (await as_json(f"count_data {t}"))["total"]["rows"] == 1
+
+            config = app["partitions"][0]
+            gpid = f"{app['app_id']}.0"
+            primary, secondary = config["primary"], config["secondaries"][0]
+            refused = await conn.run(f"propose -g {gpid} -p downgrade_to_secondary -n {secondary}")
+            assert refused.exit_status == 1 and "REFUSED" in str(refused.stderr)
+            balanced = await as_json(f"balance -g {gpid} -p move_pri -f {primary} -t {secondary}")
+            assert balanced["accepted"], balanced
+
+            await run("rename ssh_every ssh_every2")
+            assert (await as_json("drop ssh_every2 --hold-seconds 600"))["app_id"] == app["app_id"]
+            recalled = await as_json(f"recall {app['app_id']} ssh_every3")
+            assert recalled["app_name"] == "ssh_every3"
+
+    asyncio.run(story())
+    audited_commands = {
+        line["command"].split()[0] for line in audit_lines(cluster) if line["event"] == "command"
+    }
+    for name in (
+        "help",
+        "version",
+        "exit",
+        "cluster_info",
+        "nodes",
+        "ls",
+        "app",
+        "create",
+        "drop",
+        "recall",
+        "rename",
+        "get_app_envs",
+        "set_app_envs",
+        "del_app_envs",
+        "clear_app_envs",
+        "get_meta_level",
+        "set_meta_level",
+        "use",
+        "hash",
+        "set",
+        "get",
+        "del",
+        "exist",
+        "ttl",
+        "incr",
+        "multi_set",
+        "multi_get",
+        "multi_get_range",
+        "multi_get_sortkeys",
+        "multi_del",
+        "multi_del_range",
+        "check_and_set",
+        "check_and_mutate",
+        "count",
+        "hash_scan",
+        "full_scan",
+        "count_data",
+        "balance",
+        "propose",
+    ):
+        assert name in audited_commands, name
+
+
 # --- an interactive session on a PTY ------------------------------------------------------------------
 
 

@@ -9,7 +9,7 @@ from pegasus_kv.shell.commands.base import Command
 
 
 def _on_a_table(command: Command) -> Command:
-    """Data and scan commands run on the current table, or the one `--table` names."""
+    """Data, scan and app-env commands run on the current table, or the one `--table` names."""
     return dataclasses.replace(command, spec=dataclasses.replace(command.spec, uses_table=True))
 
 
@@ -17,7 +17,7 @@ ALL_COMMANDS: tuple[Command, ...] = (
     *basic.COMMANDS,
     *cluster.COMMANDS,
     *tables.COMMANDS,
-    *envs.COMMANDS,
+    *(_on_a_table(command) for command in envs.COMMANDS),
     *(_on_a_table(command) for command in data.COMMANDS),
     *(_on_a_table(command) for command in scans.COMMANDS),
 )
