@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter
 
 from pegasus_kv.core.ids import Gpid
@@ -9,7 +10,7 @@ from pegasus_kv.replication.pacifica.config import ConfigType, PartitionStatus
 from pegasus_kv.replication.pacifica.meta_events import ConfigurationChanged
 from pegasus_kv.replication.pacifica.meta_types import MetaLevel
 
-from .meta_harness import N1, N2, N3, N4, MetaHarness, proposal_response, replica
+from .meta_harness import N1, N2, N3, N4, TEST_OPTIONS, MetaHarness, proposal_response, replica
 
 
 def test_a_new_table_gets_a_primary_on_a_live_node_for_every_partition_spread_evenly() -> None:
@@ -54,6 +55,29 @@ def test_the_primary_adds_learners_until_the_group_has_replica_count_members() -
     for config in meta.configs(app_id):
         assert len(config.members) == 3
         assert len(set(config.members)) == 3
+
+
+def test_an_unanswered_learner_request_is_sent_again_until_it_times_out() -> None:
+    """ConfigCommands are fire-and-forget: a lost ADD_SECONDARY must not leave the group short (and a
+    sole primary unwritable) for the whole add_secondary_timeout."""
+    options = dataclasses.replace(TEST_OPTIONS, learner_resend_ticks=5, add_secondary_timeout_ticks=30)
+    meta = MetaHarness((N1, N2, N3), options=options)
+    app_id = meta.create_table("temp", partition_count=1)
+    meta.advance(2)
+    first = [c for c in meta.commands() if c.config_type == ConfigType.ADD_SECONDARY]
+    assert len(first) == 1
+    learner, primary = first[0].node, first[0].config.primary
+
+    # Nobody learns (the command was lost): the same request goes to the same primary every 5 ticks.
+    meta.advance(12)
+    again = [c for c in meta.commands() if c.config_type == ConfigType.ADD_SECONDARY]
+    assert 3 <= len(again) <= 4
+    assert {(c.node, c.config.primary) for c in again} == {(learner, primary)}
+
+    # The timeout still counts from the first request: then cure may choose afresh.
+    gpid = meta.configs(app_id)[0].gpid
+    request = meta.core._book.learner_requests[gpid]
+    assert request.tick < request.last_sent_tick
 
 
 def test_a_dead_primary_is_replaced_by_its_best_secondary_with_ballot_plus_one_after_the_grace() -> None:

@@ -152,6 +152,7 @@ class MetaServerConfig(_Strict):
     grace_s: PositiveSeconds = 22.0
     add_secondary_wait_s: Seconds = 300.0
     add_secondary_timeout_s: PositiveSeconds = 600.0
+    learner_resend_s: PositiveSeconds = 5.0  # an outstanding ADD_SECONDARY is sent again this often
     role_switch_timeout_s: PositiveSeconds = 600.0
     drop_hold_s: Seconds = 7 * 24 * 3600.0
 
@@ -234,6 +235,7 @@ class MetaServerConfig(_Strict):
             grace_ticks=self.ticks(self.grace_s),
             add_secondary_wait_ticks=self.ticks(self.add_secondary_wait_s),
             add_secondary_timeout_ticks=self.ticks(self.add_secondary_timeout_s),
+            learner_resend_ticks=self.ticks(self.learner_resend_s),
             role_switch_timeout_ticks=self.ticks(self.role_switch_timeout_s),
             min_live_node_count=self.min_live_node_count,
             min_live_node_percent=self.min_live_node_percent,

@@ -109,7 +109,12 @@ CureDecision = ChangeDecision | LearnerDecision
 class LearnerRequest:
     node: NodeAddress
     primary: NodeAddress
-    tick: int
+    tick: int  # when it was first asked for (add_secondary_timeout counts from here)
+    sent_tick: int = -1  # when the ADD_SECONDARY command last went out (-1: as `tick`)
+
+    @property
+    def last_sent_tick(self) -> int:
+        return self.tick if self.sent_tick < 0 else self.sent_tick
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -302,6 +307,8 @@ def _add_learner(
             and view.now_tick - request.tick < view.options.add_secondary_timeout_ticks
         )
         if still_going:
+            if view.now_tick - request.last_sent_tick >= view.options.learner_resend_ticks:
+                return LearnerDecision(gpid, primary, request.node, "learner request sent again")
             return None
         del book.learner_requests[gpid]
     first_short = book.short_since.setdefault(gpid, view.now_tick)

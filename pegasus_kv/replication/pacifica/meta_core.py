@@ -549,6 +549,11 @@ class MetaCore:
         invariant(durable.primary == decision.primary, f"{decision.gpid}: learner request to a non-primary")
         command = ConfigCommand(config=durable, config_type=ConfigType.ADD_SECONDARY, node=decision.node)
         out.send.append(Outgoing(decision.primary, command))
+        previous = self._book.learner_requests.get(decision.gpid)
+        if previous is not None and (previous.node, previous.primary) == (decision.node, decision.primary):
+            # The same request sent again: its timeout still counts from the first time.
+            self._book.learner_requests[decision.gpid] = dataclasses.replace(previous, sent_tick=self._now)
+            return
         self._book.learner_requests[decision.gpid] = LearnerRequest(
             decision.node, decision.primary, self._now
         )

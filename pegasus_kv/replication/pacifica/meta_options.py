@@ -29,6 +29,12 @@ class MetaOptions:
     # A learner request (ADD_SECONDARY) not turned into a secondary within this many ticks is
     # forgotten, and cure may ask again (possibly on another node).
     add_secondary_timeout_ticks: int = 6_000
+    # Meta's ConfigCommands are fire-and-forget, and config sync repairs a lost configuration but
+    # not a lost ADD_SECONDARY: while a learner request is outstanding it is sent again this often
+    # (the primary takes a repeat as a nudge: it re-invites the same learner, it adds nothing).
+    # Without it, one lost command left a restarted sole primary without secondaries, and so
+    # unwritable, for add_secondary_timeout.
+    learner_resend_ticks: int = 50
     # The balancer's preferred new primary is forgotten after this many ticks (cure then promotes
     # whichever secondary is best).
     role_switch_timeout_ticks: int = 6_000
@@ -54,6 +60,7 @@ class MetaOptions:
             "lease_ticks",
             "grace_ticks",
             "add_secondary_timeout_ticks",
+            "learner_resend_ticks",
             "role_switch_timeout_ticks",
             "min_live_node_count",
             "max_partition_count",
