@@ -18,7 +18,7 @@ import socket
 import stat
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -298,20 +298,27 @@ def forward_an_agent(cluster: Cluster, tmp_path: Path) -> subprocess.CompletedPr
         agent.wait(COMMAND_TIMEOUT_S)
 
 
+@contextlib.asynccontextmanager
+async def admin_connection(cluster: Cluster) -> AsyncIterator[asyncssh.SSHClientConnection]:
+    """asyncssh's client, logged in with the onebox's admin key (no agent, config or known_hosts)."""
+    async with asyncssh.connect(
+        cluster.ssh_host,
+        cluster.ssh_port,
+        username="admin",
+        client_keys=[str(cluster.admin_key)],
+        known_hosts=None,
+        agent_path=None,
+        config=None,
+    ) as conn:
+        yield conn
+
+
 # --- asyncssh's client ------------------------------------------------------------------------------
 
 
 def test_asyncssh_client_sessions_use_a_table_and_read_back_what_they_wrote(cluster: Cluster) -> None:
     async def story() -> None:
-        async with asyncssh.connect(
-            cluster.ssh_host,
-            cluster.ssh_port,
-            username="admin",
-            client_keys=[str(cluster.admin_key)],
-            known_hosts=None,
-            agent_path=None,
-            config=None,
-        ) as conn:
+        async with admin_connection(cluster) as conn:
             one_shot = await conn.run("cluster_info --json")
             assert one_shot.exit_status == 0
             assert json.loads(str(one_shot.stdout))["healthy_partition_count"] >= 8
@@ -331,15 +338,7 @@ def test_every_command_runs_one_shot_over_asyncssh(cluster: Cluster) -> None:
     in-process suite, test_shell_commands.py, checks what each one does in depth)."""
 
     async def story() -> None:
-        async with asyncssh.connect(
-            cluster.ssh_host,
-            cluster.ssh_port,
-            username="admin",
-            client_keys=[str(cluster.admin_key)],
-            known_hosts=None,
-            agent_path=None,
-            config=None,
-        ) as conn:
+        async with admin_connection(cluster) as conn:
 
             async def run(line: str, exit_status: int = 0) -> str:
                 result = await conn.run(line)

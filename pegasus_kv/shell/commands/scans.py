@@ -144,14 +144,20 @@ async def _close_all(scanners: list[Scanner]) -> None:
         await scanner.aclose()
 
 
-async def run_hash_scan(ctx: Context) -> None:
+def _row_options(ctx: Context) -> tuple[ValueFilter, bool, int, RowSink]:
+    """What hash_scan and full_scan share: the value filter, -i (no values), -n and the row sink."""
     args = ctx.args
     value_filter = ValueFilter.of(args)
     no_value = args.flag("no_value")
     if no_value and value_filter.active:
         raise UsageError("a value filter needs the values; drop -i")
     max_count = args.integer("max_count", DEFAULT_MAX_COUNT)
-    sink = RowSink(ctx, max_count, no_value=no_value)
+    return value_filter, no_value, max_count, RowSink(ctx, max_count, no_value=no_value)
+
+
+async def run_hash_scan(ctx: Context) -> None:
+    args = ctx.args
+    value_filter, no_value, max_count, sink = _row_options(ctx)
     scanner = ctx.table().scan(
         args.data("hash_key"),
         args.data("start_sort_key"),
@@ -199,13 +205,7 @@ async def _partition_scanners(
 
 
 async def run_full_scan(ctx: Context) -> None:
-    args = ctx.args
-    value_filter = ValueFilter.of(args)
-    no_value = args.flag("no_value")
-    if no_value and value_filter.active:
-        raise UsageError("a value filter needs the values; drop -i")
-    max_count = args.integer("max_count", DEFAULT_MAX_COUNT)
-    sink = RowSink(ctx, max_count, no_value=no_value)
+    value_filter, no_value, max_count, sink = _row_options(ctx)
     table = ctx.table()
     scanners = await _partition_scanners(ctx, table, no_value=no_value, batch_size=min(SCAN_BATCH, max_count))
     progress = Progress(ctx, "full_scan", len(scanners))
