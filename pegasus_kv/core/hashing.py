@@ -3,9 +3,17 @@
 CRC-64/NVME: reflected polynomial 0x9a6c9329ac4bc9b5, init and final xor all ones
 (check value for b"123456789" is 0xae8b14860a799888). Pegasus routes by this hash of the
 hash_key, or of the sort_key when the hash_key is empty.
+
+Every request is hashed twice (the client routes it, the primary checks it belongs to its
+partition), and the table-driven loop below costs ~2.2 µs for a 23-byte key on this machine: ~7 %
+of a YCSB read's CPU. awscrt (the AWS common runtime, whose C checksums S3 uses for CRC-64/NVME)
+computes the same function in ~0.12 µs, so it is used when installed; the Python loop stays as the
+fallback and as the reference the tests compare it with.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 from pegasus_kv.core.errors import InvalidArgumentError
 
@@ -26,13 +34,38 @@ def _make_table() -> tuple[int, ...]:
 _TABLE = _make_table()
 
 
-def crc64_nvme(data: bytes, crc: int = 0) -> int:
-    """CRC-64/NVME of `data`; pass a previous result as `crc` to continue over more data."""
+def crc64_nvme_python(data: bytes, crc: int = 0) -> int:
+    """CRC-64/NVME of `data` in Python; pass a previous result as `crc` to continue over more data."""
     table = _TABLE
     value = crc ^ _MASK
     for byte in data:
         value = table[(value ^ byte) & 0xFF] ^ (value >> 8)
     return value ^ _MASK
+
+
+def _native_crc64_nvme() -> Callable[[bytes, int], int] | None:
+    try:
+        from awscrt.checksums import crc64nvme
+    except ImportError:  # not installed (or no wheel for this platform): the Python loop serves
+        return None
+    native: Callable[[bytes, int], int] = crc64nvme
+    # Trust it only if it agrees with the reference on the catalogue check value and on chaining.
+    if native(b"123456789", 0) != 0xAE8B14860A799888 or native(b"6789", native(b"12345", 0)) != (
+        0xAE8B14860A799888
+    ):
+        return None
+    return native
+
+
+_NATIVE = _native_crc64_nvme()
+NATIVE_CRC64 = _NATIVE is not None
+
+
+def crc64_nvme(data: bytes, crc: int = 0) -> int:
+    """CRC-64/NVME of `data`; pass a previous result as `crc` to continue over more data."""
+    if _NATIVE is not None:
+        return _NATIVE(data, crc)
+    return crc64_nvme_python(data, crc)
 
 
 def is_power_of_two(n: int) -> bool:

@@ -8,8 +8,10 @@ from hypothesis import strategies as st
 
 from pegasus_kv.core.errors import InvalidArgumentError
 from pegasus_kv.core.hashing import (
+    NATIVE_CRC64,
     check_partition_count,
     crc64_nvme,
+    crc64_nvme_python,
     is_power_of_two,
     key_hash,
     partition_index,
@@ -41,9 +43,21 @@ def test_table_driven_crc_matches_bitwise_oracle(data: bytes) -> None:
     assert crc64_nvme(data) == bitwise_crc64_nvme(data)
 
 
+@given(st.binary(max_size=300))
+def test_python_fallback_matches_bitwise_oracle(data: bytes) -> None:
+    assert crc64_nvme_python(data) == bitwise_crc64_nvme(data)
+
+
 @given(st.binary(max_size=100), st.binary(max_size=100))
 def test_crc_can_be_continued_over_chunks(first: bytes, second: bytes) -> None:
     assert crc64_nvme(second, crc64_nvme(first)) == crc64_nvme(first + second)
+    assert crc64_nvme_python(second, crc64_nvme_python(first)) == crc64_nvme_python(first + second)
+
+
+def test_the_native_crc_is_in_use_where_it_is_installed() -> None:
+    # awscrt is a dependency (pyproject.toml): on this platform routing must not fall back to the
+    # ~20x slower Python loop without anyone noticing.
+    assert NATIVE_CRC64
 
 
 def test_routing_uses_hash_key_when_present() -> None:
