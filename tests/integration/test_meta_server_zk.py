@@ -7,8 +7,6 @@ its own. The meta servers run in this process on loopback with 20 ms ticks.
 from __future__ import annotations
 
 import asyncio
-import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -27,30 +25,12 @@ from pegasus_kv.replication.pacifica.meta_requests import (
     QueryConfigRequest,
     QueryConfigResponse,
 )
-from pegasus_kv.testing.zookeeper import ZooKeeperServer, ZooKeeperUnavailableError, expire_session
+from pegasus_kv.testing.zookeeper import ZooKeeperServer, expire_session
 from tests.unit.meta_server_support import FAST, FakeReplicaServer, MetaCaller, eventually, run
 
 pytestmark = pytest.mark.integration
 
 WAIT_S = 30.0
-
-
-@pytest.fixture(scope="module")
-def zookeeper() -> Iterator[ZooKeeperServer]:
-    server = ZooKeeperServer()
-    try:
-        server.start()
-    except ZooKeeperUnavailableError as exc:
-        pytest.fail(f"these tests need a real ZooKeeper and none could be started: {exc}")
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture
-def cluster() -> str:
-    return f"test-{uuid.uuid4().hex[:12]}"
 
 
 def zk_config(zookeeper: ZooKeeperServer, cluster: str, **overrides: Any) -> MetaServerConfig:

@@ -7,8 +7,7 @@ uses a cluster name of its own, so their znodes never meet.
 from __future__ import annotations
 
 import asyncio
-import uuid
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 import pytest
@@ -17,30 +16,12 @@ from kazoo.client import KazooClient
 from pegasus_kv.core.errors import NotLeaderError
 from pegasus_kv.replication.meta.store import MetaLog
 from pegasus_kv.replication.meta.zk_store import ZooKeeperMetaStore
-from pegasus_kv.testing.zookeeper import ZooKeeperServer, ZooKeeperUnavailableError, expire_session
+from pegasus_kv.testing.zookeeper import ZooKeeperServer, expire_session
 
 pytestmark = pytest.mark.integration
 
 T = TypeVar("T")
 WAIT_S = 30.0
-
-
-@pytest.fixture(scope="module")
-def zookeeper() -> Iterator[ZooKeeperServer]:
-    server = ZooKeeperServer()
-    try:
-        server.start()
-    except ZooKeeperUnavailableError as exc:
-        pytest.fail(f"these tests need a real ZooKeeper and none could be started: {exc}")
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture
-def cluster() -> str:
-    return f"test-{uuid.uuid4().hex[:12]}"
 
 
 def run(story: Callable[[], Awaitable[T]]) -> T:
