@@ -292,6 +292,13 @@ class MetaCore:
         if isinstance(event, ConfigurationChanged):
             gpid = event.config.gpid
             invariant(gpid not in self._pending_gpids, f"{gpid}: a second configuration change in flight")
+            before = self._projected.config(gpid)
+            if before is None or before.primary != event.config.primary:
+                # A learner request is held by one primary incarnation (its learner sessions live
+                # only while it stays primary). When primacy ends or moves, even back to the same
+                # node after a restart, the request is void: cure must ask the new primary, not
+                # wait for an answer to a command that went to the old one (or was lost with it).
+                self._book.learner_requests.pop(gpid, None)
         self._projected.apply(event)
         if out.seq == 0:
             self._last_seq += 1
@@ -365,6 +372,7 @@ class MetaCore:
         alive = self._detector.on_sync(node, tick, may_revive=may_revive)
         if self._detector.liveness(node) is not None:
             self._reports[node] = {info.gpid: info for info in replicas}
+        self._void_learner_requests_lost_by(node, replicas)
         configs: list[PartitionConfiguration] = []
         for gpid in self._durable.gpids_of(node):
             table = self._durable.table(gpid.app_id)
@@ -374,6 +382,21 @@ class MetaCore:
                 configs.append(config)
         garbage = self._garbage(node, replicas) if alive and self.effective_level.allows_cure else []
         return ConfigSyncResponse(configs=configs, gc_gpids=garbage)
+
+    def _void_learner_requests_lost_by(self, node: NodeAddress, replicas: list[ReplicaInfo]) -> None:
+        """Forget the learner requests addressed to `node` that it reports it cannot be serving.
+
+        ADD_SECONDARY is fire-and-forget: one sent while the primary was down (before meta noticed)
+        or restarting is lost, and the restarted replica holds no learner sessions. A replica it
+        still hosts but reports as not PRIMARY has no session either way, so the request is void
+        and cure asks again (a duplicate only re-sends the primary's group check). A replica it does
+        not report yet (a new partition still opening) says nothing about the request.
+        """
+        reported = {info.gpid: info for info in replicas}
+        for gpid, request in list(self._book.learner_requests.items()):
+            info = reported.get(gpid)
+            if request.primary == node and info is not None and info.status != PartitionStatus.PRIMARY:
+                del self._book.learner_requests[gpid]
 
     def _pending_about(self, node: NodeAddress) -> bool:
         for gpid in self._pending_gpids:

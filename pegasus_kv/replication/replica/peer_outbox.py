@@ -90,7 +90,7 @@ class PeerOutbox:
                 except PegasusError as exc:
                     # Unreachable (or in backoff): what waits for it is stale by the time it is back.
                     self.dropped += len(queue)
-                    logger.info("TEMPF dropping %d message(s) to %s: %s %s", len(queue), to, exc, [type(m.message).__name__ if hasattr(m, "message") else type(m).__name__ for m in queue])
+                    logger.debug("dropping %d message(s) to %s: %s", len(queue), to, exc)
                     queue.clear()
                     break
                 queue.popleft()

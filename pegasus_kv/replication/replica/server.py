@@ -495,7 +495,6 @@ class ReplicaServer:
         if not isinstance(message, REPLICA_MESSAGE_TYPES):  # per message: format only on failure
             violated(f"not a replica message: {message!r}")
         envelope = ReplicaEnvelope(sender=self._address or self.address, message=message)  # type: ignore[arg-type]
-        _tempf(self, "SEND to " + str(outbound.to), message)
         self._outbox.send(outbound.to, envelope)
 
     def send_to_meta(self, message: Message) -> None:
@@ -580,14 +579,10 @@ class ReplicaServer:
         if kind is ReplicaEnvelope:
             assert isinstance(message, ReplicaEnvelope)
             envelope = message
-            _tempf(self, "RECV from " + str(envelope.sender), envelope.message)
             self._run_event(lambda node: node.on_message(envelope.sender, envelope.message))
-            _tempf(self, "AFTER", envelope.message)
             return None
         if kind is ConfigCommand:
-            _tempf(self, "RECV CMD", message)
             self._run_event(lambda node: node.on_message(peer, message))
-            _tempf(self, "AFTER CMD", message)
             return None
         if kind in WRITE_TYPES:
             return self._metered_write(request.gpid, message)
@@ -692,20 +687,3 @@ def _discover(data_dir: Path) -> list[Gpid]:
     data_dir.mkdir(parents=True, exist_ok=True)
     remove_leftovers(data_dir)
     return replica_gpids_on_disk(data_dir)
-
-
-def _tempf(server: "ReplicaServer", what: str, message: object) -> None:  # TEMPF
-    name = type(message).__name__
-    interesting = name in ("ConfigCommand", "LearnRequest", "LearnResponse", "LearnCompletionNotice") or (
-        name in ("GroupCheck", "GroupCheckAck") and getattr(message, "learner_signature", 0)
-    )
-    if not interesting:
-        return
-    gpid = getattr(message, "gpid", None) or message.config.gpid  # type: ignore[attr-defined]
-    node = server._node
-    replica = node.replica(gpid) if node is not None else None
-    state = "none" if replica is None else f"{replica.status.name}@{replica.ballot}"
-    brief = repr(message)
-    if len(brief) > 400:
-        brief = brief[:400]
-    logger.info("TEMPF %s %s [replica %s] %s", what, name, state, brief)
