@@ -405,17 +405,24 @@ class Table:
             require_int("ttl", ttl),
             bool(return_check_value),
         )
-        deadline = self._session.deadline(timeout)
+        passed, exist, value = await self._check_and_write(request, hash_key, timeout, "check_and_set")
+        return CheckAndSetResult(passed, exist, value)
+
+    async def _check_and_write(
+        self, request: Message, hash_key: bytes, timeout: float | None, what: str
+    ) -> tuple[bool, bool, bytes | None]:
+        """Send a check_and_set / check_and_mutate (never re-sent once it may have been applied):
+        whether the check passed, and the checked record's existence and value when asked for."""
         reply = await self._write(
             request,
             CheckAndMutateResponse,
             _by_key(hash_key),
-            deadline,
+            self._session.deadline(timeout),
             idempotent=False,
-            what="check_and_set",
+            what=what,
         )
         exist, value = _checked_value(reply)
-        return CheckAndSetResult(reply.passed, exist, value)
+        return reply.passed, exist, value
 
     async def check_and_mutate(
         self,
@@ -439,17 +446,8 @@ class Table:
             mutations.to_list(),
             bool(return_check_value),
         )
-        deadline = self._session.deadline(timeout)
-        reply = await self._write(
-            request,
-            CheckAndMutateResponse,
-            _by_key(hash_key),
-            deadline,
-            idempotent=False,
-            what="check_and_mutate",
-        )
-        exist, value = _checked_value(reply)
-        return CheckAndMutateResult(reply.passed, exist, value)
+        passed, exist, value = await self._check_and_write(request, hash_key, timeout, "check_and_mutate")
+        return CheckAndMutateResult(passed, exist, value)
 
     async def delete_range(
         self,
