@@ -6,7 +6,12 @@ import dataclasses
 from collections import Counter
 
 from pegasus_kv.core.ids import Gpid
-from pegasus_kv.replication.pacifica.config import ConfigType, PartitionStatus
+from pegasus_kv.replication.pacifica.config import (
+    ConfigType,
+    NodeAddress,
+    PartitionConfiguration,
+    PartitionStatus,
+)
 from pegasus_kv.replication.pacifica.meta_events import ConfigurationChanged
 from pegasus_kv.replication.pacifica.meta_types import MetaLevel
 
@@ -347,10 +352,14 @@ def test_a_replica_in_error_is_dropped_and_never_promoted() -> None:
     assert broken not in meta.config(gpid).members
 
 
-def test_a_primary_made_primary_again_is_asked_for_its_learner_again_at_once() -> None:
-    """A learner request belongs to one primary incarnation: an ADD_SECONDARY that went to the
-    primary before meta knew it was down (lost with it) must not stand in for asking the restarted
-    primary, which holds no learner sessions, until the request is re-sent or times out."""
+def lost_learner_request_after_a_rolling_restart() -> tuple[
+    MetaHarness, Gpid, PartitionConfiguration, NodeAddress, NodeAddress
+]:
+    """A rolling restart gone wrong: both secondaries stop and are dropped, leaving the primary the
+    sole member; then the primary stops too, and a secondary comes back before meta notices: meta
+    asks the (down) primary to take it as a learner, and that ADD_SECONDARY is lost with it.
+    Returns the harness, the partition, its configuration with the primary alone, the primary and
+    the secondary that came back."""
     meta = MetaHarness((N1, N2, N3, N4))  # the fourth node stays up: meta does not freeze
     app_id = meta.create_table("temp", partition_count=1, replica_count=3)
     meta.fill_groups(app_id)
@@ -359,20 +368,25 @@ def test_a_primary_made_primary_again_is_asked_for_its_learner_again_at_once() -
     primary = first.primary
     assert primary is not None
     back_first = first.secondaries[0]
-
-    # A rolling restart gone wrong: the secondaries stop and are dropped, then the primary stops.
     for node in first.secondaries:
         meta.stop(node)
     meta.advance(8)
-    assert meta.config(gpid).members == (primary,)
+    alone = meta.config(gpid)
+    assert alone.members == (primary,)
     meta.stop(primary)
-    # A secondary is back before meta notices the primary is gone: meta asks the (dead) primary to
-    # take it as a learner; that command is lost with the primary.
     meta.up.add(back_first)
     meta.sync(back_first, replica(gpid, first.ballot, PartitionStatus.INACTIVE, last_committed_decree=9))
     meta.advance(1)
     lost = meta.commands(to=primary)[-1]
     assert lost.config_type == ConfigType.ADD_SECONDARY and lost.node == back_first
+    return meta, gpid, alone, primary, back_first
+
+
+def test_a_primary_made_primary_again_is_asked_for_its_learner_again_at_once() -> None:
+    """A learner request belongs to one primary incarnation: an ADD_SECONDARY that went to the
+    primary before meta knew it was down (lost with it) must not stand in for asking the restarted
+    primary, which holds no learner sessions, until the request is re-sent or times out."""
+    meta, gpid, _alone, primary, _back_first = lost_learner_request_after_a_rolling_restart()
     meta.advance(7)
     empty = meta.config(gpid)
     assert empty.members == () and empty.last_drops[-1] == primary
@@ -396,26 +410,7 @@ def test_a_primary_that_restarted_unnoticed_is_asked_for_its_learner_again_once_
     """The primary restarts within the grace, so meta never drops it, but the ADD_SECONDARY sent while
     it was down is lost. Its config sync shows its replica is no longer acting as primary (it holds
     no learner sessions): meta asks it again instead of waiting for the lost request."""
-    meta = MetaHarness((N1, N2, N3, N4))  # the fourth node stays up: meta does not freeze
-    app_id = meta.create_table("temp", partition_count=1, replica_count=3)
-    meta.fill_groups(app_id)
-    gpid = Gpid(app_id, 0)
-    first = meta.config(gpid)
-    primary = first.primary
-    assert primary is not None
-    back_first = first.secondaries[0]
-    for node in first.secondaries:
-        meta.stop(node)
-    meta.advance(8)
-    alone = meta.config(gpid)
-    assert alone.members == (primary,)
-
-    # The primary stops; a secondary comes back and meta asks the primary for it: lost.
-    meta.stop(primary)
-    meta.up.add(back_first)
-    meta.sync(back_first, replica(gpid, first.ballot, PartitionStatus.INACTIVE, last_committed_decree=9))
-    meta.advance(1)
-    assert meta.commands(to=primary)[-1].config_type == ConfigType.ADD_SECONDARY
+    meta, gpid, alone, primary, back_first = lost_learner_request_after_a_rolling_restart()
 
     # Within the grace the primary is back. Its replica reopened INACTIVE under the last ballot its
     # log holds (older than meta's) and takes its role back from the configuration meta syncs.
