@@ -248,16 +248,24 @@ def test_policy_none_never_fsyncs(tmp_path: Path) -> None:
     assert len(run(lambda: replayed(tmp_path))) == 30
 
 
+def broken_fsync(fd: int) -> None:
+    raise OSError(5, "Input/output error")
+
+
+def broken_synced_write(fd: int, data: bytes) -> None:
+    """An O_DSYNC append whose sync fails: the write reports the I/O error."""
+    raise OSError(5, "Input/output error")
+
+
 def test_a_failed_fsync_fails_the_append_and_every_later_one(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def broken_fsync(fd: int) -> None:
-        raise OSError(5, "Input/output error")
 
     async def story() -> None:
         log = await MutationLog.open(tmp_path)
         await log.append(mutation(1))
         monkeypatch.setattr(log_store, "sync_data", broken_fsync)
+        monkeypatch.setattr(log_store, "write_synced", broken_synced_write)
         with pytest.raises(StorageError, match="Input/output error"):
             await log.append(mutation(2))
         with pytest.raises(StorageError, match="failed"):
@@ -276,9 +284,14 @@ def test_submitted_groups_are_reported_durable_in_order_after_their_fsync(tmp_pa
     and everything queued before it in its log went through an fsync, in submit order."""
     fsynced_files: list[int] = []
     real_sync = log_store.sync_data
+    real_synced_write = log_store.write_synced
 
     def counting_fsync(fd: int) -> None:
         real_sync(fd)
+        fsynced_files.append(fd)
+
+    def counting_synced_write(fd: int, data: bytes) -> None:
+        real_synced_write(fd, data)
         fsynced_files.append(fd)
 
     async def story() -> None:
@@ -314,14 +327,12 @@ def test_submitted_groups_are_reported_durable_in_order_after_their_fsync(tmp_pa
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(log_store, "sync_data", counting_fsync)
+        patch.setattr(log_store, "write_synced", counting_synced_write)
         run(story)
     assert run(lambda: replayed(tmp_path / "a")) == [mutation(decree) for decree in range(1, 7)]
 
 
 def test_a_failed_write_reports_every_submitted_group_failed(tmp_path: Path) -> None:
-    def broken_fsync(fd: int) -> None:
-        raise OSError(5, "Input/output error")
-
     async def story() -> None:
         writer = LogWriter("test-log-writer")
         log = await MutationLog.open(tmp_path, writer=writer)
@@ -335,6 +346,7 @@ def test_a_failed_write_reports_every_submitted_group_failed(tmp_path: Path) -> 
 
         with pytest.MonkeyPatch.context() as patch:
             patch.setattr(log_store, "sync_data", broken_fsync)
+            patch.setattr(log_store, "write_synced", broken_synced_write)
             log.submit([encode_for_log(mutation(1))], done)
             log.submit([encode_for_log(mutation(2))], done)
             await finished

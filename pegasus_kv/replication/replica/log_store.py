@@ -17,6 +17,13 @@ file size durable (all a replay needs), skipping only timestamps. On onebox (ext
 half the time of an fsync per append batch (~0.2 against ~0.4 ms), and one thread fsyncs every
 log of a server in turn (log_writer.py), so that is latency on every write. Segment creation,
 rotation and directories still get a full fsync.
+
+Under the policies that sync (`group`, `always`) the active segment is opened with O_DSYNC where the
+platform has it, so the write of a batch is its fdatasync: one system call instead of two. That
+matters more than the syscall: the log-writer thread gives up the GIL for each call and, while the
+event loop is busy, waits for it afterwards (server_process.py), so each call saved is a wait saved
+on every log of every group-commit round. The cost on the disk is the same (O_DSYNC write 220-250 µs
+against write + fdatasync 210-230 µs for 3 KB on this ext4).
 """
 
 from __future__ import annotations
@@ -57,6 +64,16 @@ LOCK_FILE_NAME = "LOCK"
 def sync_data(fd: int) -> None:
     """Make the file's data and size durable (fdatasync; fsync where there is none, as on macOS)."""
     getattr(os, "fdatasync", os.fsync)(fd)
+
+
+def write_synced(fd: int, data: bytes) -> None:
+    """Append `data` through a descriptor opened with O_DSYNC: returns once data and size are durable,
+    as write + sync_data would."""
+    write_all(fd, data)
+
+
+# Where the platform has no O_DSYNC, appends are written and then fdatasynced as two calls.
+_O_DSYNC: int = getattr(os, "O_DSYNC", 0)
 
 
 class FsyncPolicy(enum.StrEnum):
@@ -117,6 +134,8 @@ class SegmentedLog:
         self.directory = directory
         self.segment_bytes = segment_bytes
         self.fsync_policy = fsync_policy
+        # Opening flag of the active segment: O_DSYNC when the policy syncs every batch anyway.
+        self._sync_flag = 0 if fsync_policy is FsyncPolicy.NONE else _O_DSYNC
         self.counters = LogCounters()
         # Told each segment fsync's duration in ns, on the thread that ran it (metrics).
         self.fsync_observer: Callable[[int], None] | None = None
@@ -196,7 +215,7 @@ class SegmentedLog:
         if self._segments:
             active = self._segments[-1]
             try:
-                self._active_fd = os.open(active.path, os.O_WRONLY | os.O_APPEND)
+                self._active_fd = os.open(active.path, os.O_WRONLY | os.O_APPEND | self._sync_flag)
             except OSError as exc:
                 raise StorageError(f"cannot open {active.path} for append: {exc}") from exc
 
@@ -305,8 +324,13 @@ class SegmentedLog:
         assert self._active_fd is not None  # for the type checker; the invariant above holds under -O
         data = b"".join(buffered) if len(buffered) > 1 else buffered[0]
         buffered.clear()
-        write_all(self._active_fd, data)
-        self._unsynced_bytes += len(data)
+        if self._sync_flag:  # the write is the fdatasync (see the module doc)
+            started_ns = time.perf_counter_ns()
+            write_synced(self._active_fd, data)
+            self._count_sync(time.perf_counter_ns() - started_ns)
+        else:
+            write_all(self._active_fd, data)
+            self._unsynced_bytes += len(data)
         self._size_bytes += len(data)
         self.counters.appended_bytes += len(data)
 
@@ -315,8 +339,10 @@ class SegmentedLog:
             return
         started_ns = time.perf_counter_ns()
         sync_data(self._active_fd)
-        elapsed_ns = time.perf_counter_ns() - started_ns
         self._unsynced_bytes = 0
+        self._count_sync(time.perf_counter_ns() - started_ns)
+
+    def _count_sync(self, elapsed_ns: int) -> None:
         self.counters.fsyncs += 1
         self.counters.fsync_ns_total += elapsed_ns
         self.counters.fsync_ns_max = max(self.counters.fsync_ns_max, elapsed_ns)
@@ -332,7 +358,8 @@ class SegmentedLog:
             self._active_fd = None
         seq = self._segments[-1].seq + 1 if self._segments else 1
         path = self.directory / segment_file_name(seq, first_decree)
-        self._active_fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL, 0o644)
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL | self._sync_flag
+        self._active_fd = os.open(path, flags, 0o644)
         self._unsynced_bytes = 0
         segment = Segment(seq=seq, first_decree=first_decree, path=path)
         self._segments.append(segment)
