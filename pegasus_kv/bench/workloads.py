@@ -91,7 +91,10 @@ class KeyChooser:
             return self._latest.next_value()
         if self._distribution is KeyDistribution.UNIFORM:
             return self._rng.randint(0, self._newest)
-        for _ in range(self.MAX_REDRAWS):
+        key_number = self._zipfian.next_value()
+        if key_number <= self._newest:  # nearly always: the redraw loop only for inserts' room
+            return key_number
+        for _ in range(self.MAX_REDRAWS - 1):
             key_number = self._zipfian.next_value()
             if key_number <= self._newest:
                 return key_number

@@ -20,7 +20,8 @@ MAX_SCAN_BATCH = 10_000
 def require_hash_key(hash_key: bytes) -> bytes:
     """Operations on a whole hash key need one: records with an empty hash key are spread over
     partitions by their sort keys, so "all of them" is not in one place (Pegasus refuses it too)."""
-    require_bytes("hash_key", hash_key)
+    if type(hash_key) is not bytes:  # the common case skips the call
+        require_bytes("hash_key", hash_key)
     if not hash_key:
         raise InvalidArgumentError("this operation needs a non-empty hash_key")
     check_hash_key(hash_key)
@@ -28,6 +29,8 @@ def require_hash_key(hash_key: bytes) -> bytes:
 
 
 def require_int(what: str, value: object) -> int:
+    if type(value) is int:
+        return value
     if not isinstance(value, int) or isinstance(value, bool):
         raise InvalidArgumentError(f"{what} must be an int, got {type(value).__name__}")
     return value
@@ -43,6 +46,13 @@ def as_check_type(value: object) -> CheckType:
 
 
 def sort_key_list(sort_keys: object) -> list[bytes]:
+    """A copy of the caller's sort keys (the request must not change if the caller's list does)."""
+    if type(sort_keys) is list or type(sort_keys) is tuple:  # the common case, without an ABC check
+        keys: list[bytes] = list(sort_keys)
+        for key in keys:
+            if type(key) is not bytes:
+                return [require_bytes("sort_key", sort_key) for sort_key in keys]
+        return keys
     if isinstance(sort_keys, bytes | str) or not isinstance(sort_keys, Iterable):
         raise InvalidArgumentError("sort_keys must be a collection of bytes values")
     return [require_bytes("sort_key", sort_key) for sort_key in sort_keys]

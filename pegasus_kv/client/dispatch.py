@@ -31,6 +31,15 @@ R = TypeVar("R", bound=Message)
 # Which partition a request goes to under a configuration (recomputed after every refresh: the
 # partition count may have changed).
 Locate = Callable[[TableRoute], int]
+# Where a call goes: the partition of a record key (hash_key, sort_key), or a Locate. Most calls
+# name a key, and a pair costs less than a closure per call.
+Target = tuple[bytes, bytes] | Locate
+
+
+def partition_of(route: TableRoute, target: Target) -> int:
+    if isinstance(target, tuple):
+        return route.partition_of(target[0], target[1])
+    return target(route)
 
 
 def raise_final(failed: AttemptFailed, what: str) -> NoReturn:
@@ -54,14 +63,20 @@ async def refreshed(routes: RouteCache, seen: TableRoute, deadline: Deadline) ->
         return routes.current
 
 
-def _config(route: TableRoute, locate: Locate) -> PartitionConfiguration:
-    return route.configs[locate(route)]
+def describe(what: str, routes: RouteCache) -> str:
+    """ "<operation> on table <name>", for errors only: formatting it per call would cost more than
+    the rest of the bookkeeping of a successful call."""
+    return f"{what} on table {routes.current.name!r}"
+
+
+def _config(route: TableRoute, target: Target) -> PartitionConfiguration:
+    return route.configs[partition_of(route, target)]
 
 
 async def call_partition(
     session: ClientSession,
     routes: RouteCache,
-    locate: Locate,
+    target: Target,
     request: Message,
     response_type: type[R],
     *,
@@ -70,37 +85,43 @@ async def call_partition(
     write: bool,
     what: str,
 ) -> R:
+    """Send `request` to its partition's primary until it succeeds, fails for good or runs out of
+    time. `what` names the operation (e.g. "get") in errors, which add the table's name."""
     failures = 0
     follow_ups = 0
     while True:
         route = routes.current
-        index = locate(route)
+        # partition_of(), inlined: once per call
+        index = route.partition_of(target[0], target[1]) if isinstance(target, tuple) else target(route)
         if not 0 <= index < route.partition_count:  # checked on every call: format only on failure
-            invariant(False, f"{what}: located partition {index} out of range")
-        primary = route.primary(index)
+            invariant(False, f"{describe(what, routes)}: located partition {index} out of range")
+        config = route.configs[index]
+        primary = config.primary
         try:
             if primary is None:
                 raise AttemptFailed(
-                    NotPrimaryError(f"partition {route.gpid(index)} of {route.name!r} has no primary now"),
+                    NotPrimaryError(f"partition {config.gpid} of {route.name!r} has no primary now"),
                     maybe_applied=False,
                 )
-            reply = await session.attempt(primary, request, gpid=route.gpid(index), deadline=deadline)
-            return expect_reply(reply, response_type, what)
+            reply = await session.attempt(primary, request, gpid=config.gpid, deadline=deadline)
+            if type(reply) is response_type:
+                return reply  # the check expect_reply makes, inlined
+            return expect_reply(reply, response_type, describe(what, routes))
         except AttemptFailed as failed:
             if not may_retry(failed, idempotent=idempotent):
-                raise_final(failed, what)
+                raise_final(failed, describe(what, routes))
             error = failed.error
         failures += 1
         if deadline.expired:
-            raise timed_out(what, deadline, error, write=write) from error
+            raise timed_out(describe(what, routes), deadline, error, write=write) from error
         if needs_refresh(error):
             fresh = await refreshed(routes, route, deadline)
             if (
-                _config(fresh, locate) != _config(route, locate)
+                _config(fresh, target) != _config(route, target)
                 and follow_ups < session.options.max_follow_ups
             ):
                 follow_ups += 1  # meta named a new primary: go there now
                 continue
         await session.pacer.pause(failures, deadline)
         if deadline.expired:
-            raise timed_out(what, deadline, error, write=write) from error
+            raise timed_out(describe(what, routes), deadline, error, write=write) from error

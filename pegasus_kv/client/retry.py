@@ -16,6 +16,7 @@ nothing was applied (NOT_PRIMARY, BUSY, a connect that failed ...) is retried fo
 from __future__ import annotations
 
 import asyncio
+from time import monotonic
 
 from pegasus_kv.core.errors import (
     ErrorCode,
@@ -49,17 +50,21 @@ class AttemptFailed(Exception):
 
 
 class Deadline:
-    """The end of one call, on the event loop's clock."""
+    """The end of one call, on the monotonic clock.
 
-    __slots__ = ("_loop", "at", "timeout_s")
+    Not the event loop's clock: asyncio.get_running_loop() costs a getpid() system call (CPython
+    checks that the cached loop belongs to this process), once per call. Only durations leave
+    this class (remaining_s, attempt_timeout_s), so the two clocks never meet.
+    """
+
+    __slots__ = ("at", "timeout_s")
 
     def __init__(self, timeout_s: float) -> None:
-        self._loop = asyncio.get_running_loop()
         self.timeout_s = timeout_s
-        self.at = self._loop.time() + timeout_s
+        self.at = monotonic() + timeout_s
 
     def remaining_s(self) -> float:
-        return self.at - self._loop.time()
+        return self.at - monotonic()
 
     @property
     def expired(self) -> bool:
@@ -67,7 +72,7 @@ class Deadline:
 
     def attempt_timeout_s(self, cap_s: float | None) -> float:
         """The time one attempt may take: what is left, capped by cap_s; > 0 or raises."""
-        remaining_s = self.remaining_s()
+        remaining_s = self.at - monotonic()  # remaining_s(), inlined: once per attempt
         if remaining_s <= 0:
             raise PegasusTimeoutError(f"the call's {self.timeout_s}s ran out")
         return remaining_s if cap_s is None else min(remaining_s, cap_s)

@@ -9,19 +9,22 @@ request failed in a way that says the cache may be stale; concurrent failures sh
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from pegasus_kv.client.meta import MetaCaller
 from pegasus_kv.client.retry import Deadline
 from pegasus_kv.client.session import ClientSession
 from pegasus_kv.core.errors import PegasusError, TableNotFoundError
-from pegasus_kv.core.hashing import is_power_of_two, partition_index
+from pegasus_kv.core.hashing import is_power_of_two, key_hash
 from pegasus_kv.core.ids import Gpid
 from pegasus_kv.replication.pacifica.config import NodeAddress, PartitionConfiguration
 from pegasus_kv.replication.pacifica.meta_requests import QueryConfigRequest, QueryConfigResponse
 
 # Pegasus tables have up to a few thousand partitions; a reply claiming more is not trusted.
 MAX_PARTITION_COUNT = 1 << 16
+# Routing keys whose partition one configuration snapshot remembers (then it starts over).
+MAX_MEMOISED_PARTITIONS = 1 << 14
+MAX_MEMOISED_KEY_BYTES = 64  # longer keys are hashed every time: the memo stays under ~2.5 MB
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +35,9 @@ class TableRoute:
     app_id: int
     partition_count: int
     configs: tuple[PartitionConfiguration, ...]
+    # routing key -> partition index, memoised (bounded): most workloads name the same keys
+    # again and again, and a dict lookup is cheaper than the CRC-64 and the calls around it.
+    _partitions: dict[bytes, int] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     @classmethod
     def from_response(cls, name: str, response: QueryConfigResponse) -> TableRoute:
@@ -49,8 +55,25 @@ class TableRoute:
             raise PegasusError(f"meta answered {len(by_index)} of {count} configurations for table {name!r}")
         return cls(name, response.app_id, count, tuple(by_index[i] for i in range(count)))
 
+    def __post_init__(self) -> None:
+        # Checked once here, so that partition_of (every request) can mask without checking.
+        if not is_power_of_two(self.partition_count) or len(self.configs) != self.partition_count:
+            raise PegasusError(
+                f"table {self.name!r}: {len(self.configs)} configurations for partition count "
+                f"{self.partition_count} (a power of two)"
+            )
+
     def partition_of(self, hash_key: bytes, sort_key: bytes = b"") -> int:
-        return partition_index(hash_key, sort_key, self.partition_count)
+        """core.hashing.partition_index (the count was checked once, in __post_init__)."""
+        routing_key = hash_key if hash_key else sort_key  # what key_hash hashes
+        index = self._partitions.get(routing_key)
+        if index is None:
+            index = key_hash(hash_key, sort_key) & (self.partition_count - 1)
+            if len(routing_key) <= MAX_MEMOISED_KEY_BYTES:
+                if len(self._partitions) >= MAX_MEMOISED_PARTITIONS:
+                    self._partitions.clear()
+                self._partitions[routing_key] = index
+        return index
 
     def gpid(self, index: int) -> Gpid:
         return self.configs[index].gpid

@@ -22,7 +22,7 @@ from types import TracebackType
 
 import msgspec
 
-from pegasus_kv.client.dispatch import Locate, refreshed
+from pegasus_kv.client.dispatch import Target, partition_of, refreshed
 from pegasus_kv.client.retry import AttemptFailed, Deadline, needs_refresh, timed_out
 from pegasus_kv.client.routing import RouteCache
 from pegasus_kv.client.session import ClientSession, expect_reply
@@ -72,7 +72,7 @@ async def _next_batch(
     session: ClientSession,
     routes: RouteCache,
     template: GetScannerRequest,
-    locate: Locate,
+    target: Target,
     cursor: _Cursor,
     timeout_s: float,
     what: str,
@@ -84,7 +84,7 @@ async def _next_batch(
     follow_ups = 0
     while True:
         route = routes.current
-        index = locate(route)
+        index = partition_of(route, target)
         primary = route.primary(index)
         gpid = route.gpid(index)
         if cursor.context_id is not None and (cursor.address != primary or cursor.gpid != gpid):
@@ -121,7 +121,7 @@ async def _next_batch(
             continue
         if needs_refresh(error):
             fresh = await refreshed(routes, route, deadline)
-            index_now = locate(fresh)
+            index_now = partition_of(fresh, target)
             if (
                 fresh.configs[index_now] != route.configs[index]
                 and follow_ups < session.options.max_follow_ups
@@ -183,7 +183,7 @@ async def _scan_rows(
     session: ClientSession,
     routes: RouteCache,
     template: GetScannerRequest,
-    locates: Sequence[Locate],
+    targets: Sequence[Target],
     cursor: _Cursor,
     timeout_s: float,
     what: str,
@@ -192,10 +192,10 @@ async def _scan_rows(
     # an `async for` is then freed at once, and the event loop closes this generator, which runs
     # the `finally` that drops the server context.
     try:
-        for locate in locates:
+        for target in targets:
             cursor.start_partition()
             while not cursor.finished:
-                response = await _next_batch(session, routes, template, locate, cursor, timeout_s, what)
+                response = await _next_batch(session, routes, template, target, cursor, timeout_s, what)
                 for hash_key, sort_key, value, _expire_ts in response.rows:
                     yield hash_key, sort_key, value
     finally:
@@ -213,14 +213,14 @@ class Scanner:
         session: ClientSession,
         routes: RouteCache,
         template: GetScannerRequest,
-        locates: Sequence[Locate],
+        targets: Sequence[Target],
         *,
         timeout_s: float,
         what: str,
         partitions: tuple[int, ...] = (),
     ) -> None:
         self._cursor = _Cursor()
-        self._rows = _scan_rows(session, routes, template, tuple(locates), self._cursor, timeout_s, what)
+        self._rows = _scan_rows(session, routes, template, tuple(targets), self._cursor, timeout_s, what)
         # The partitions an unordered scanner covers (empty for a hash-key scan).
         self.partitions = partitions
 

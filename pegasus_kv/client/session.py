@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
@@ -65,10 +66,12 @@ class ClientSession:
 
     def deadline(self, timeout: float | None) -> Deadline:
         """The deadline of a call that starts now (`timeout` seconds, or the client's default)."""
-        self.ensure_open()
+        if self._closed:
+            raise ShuttingDownError("the client is closed")
         if timeout is None:
             return Deadline(self.options.timeout_s)
-        check_timeout_s("timeout", timeout)
+        if not (type(timeout) is float and 0.0 < timeout < math.inf):  # else the full check
+            check_timeout_s("timeout", timeout)
         return Deadline(timeout)
 
     async def attempt(
@@ -79,17 +82,21 @@ class ClientSession:
         Raises AttemptFailed for any failure of this attempt, and ShuttingDownError (not wrapped:
         it must not be retried) once the client is closed.
         """
-        self.ensure_open()
+        if self._closed:
+            raise ShuttingDownError("the client is closed")
         try:
             timeout_s = deadline.attempt_timeout_s(self.options.attempt_timeout_s)
         except PegasusTimeoutError as exc:
             raise AttemptFailed(exc, maybe_applied=False) from exc
-        try:
-            connection = await self.pool.connection(address, timeout_s=timeout_s)
-        except PegasusError as exc:
-            self.ensure_open()
-            # Never sent: a refused or timed-out connect proves the request was not executed.
-            raise AttemptFailed(exc, maybe_applied=False) from exc
+        # Nearly every attempt finds its connection open: look it up without a coroutine.
+        connection = self.pool.live(address)
+        if connection is None:
+            try:
+                connection = await self.pool.connection(address, timeout_s=timeout_s)
+            except PegasusError as exc:
+                self.ensure_open()
+                # Never sent: a refused or timed-out connect proves the request was not executed.
+                raise AttemptFailed(exc, maybe_applied=False) from exc
         try:
             return await connection.call(request, gpid=gpid, timeout_s=timeout_s)
         except PegasusError as exc:

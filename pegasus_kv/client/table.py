@@ -12,8 +12,8 @@ request may have reached the server: they raise instead of risking a double appl
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
-from typing import TypeVar
+from collections.abc import Coroutine, Iterable, Mapping, Sequence
+from typing import Any, TypeVar
 
 from pegasus_kv.client.arguments import (
     as_check_type,
@@ -22,7 +22,7 @@ from pegasus_kv.client.arguments import (
     require_int,
     sort_key_list,
 )
-from pegasus_kv.client.dispatch import Locate, call_partition
+from pegasus_kv.client.dispatch import Locate, Target, call_partition
 from pegasus_kv.client.fanout import run_all
 from pegasus_kv.client.options import check_timeout_s
 from pegasus_kv.client.retry import Deadline
@@ -30,6 +30,7 @@ from pegasus_kv.client.routing import RouteCache, TableRoute
 from pegasus_kv.client.scanner import Scanner
 from pegasus_kv.client.session import ClientSession, invariant
 from pegasus_kv.client.values import (
+    NO_FILTER_FIELDS,
     CheckAndMutateResult,
     CheckAndSetResult,
     Filter,
@@ -76,8 +77,6 @@ MAX_BATCH_GET_KEYS = 10 * MAX_KEYS_PER_REQUEST
 # thanks to DELETE_RANGE_MAX_BYTES).
 DELETE_RANGE_BATCH = 1000
 DELETE_RANGE_MAX_BYTES = 512 * 1024
-# Distinct "<operation> on table <name>" texts a Table keeps (operations x names it had).
-MAX_DESCRIPTIONS = 256
 
 
 def _fixed_partition(index: int, partition_count: int, what: str) -> Locate:
@@ -94,8 +93,55 @@ def _fixed_partition(index: int, partition_count: int, what: str) -> Locate:
     return locate
 
 
-def _by_key(hash_key: bytes, sort_key: bytes = b"") -> Locate:
-    return lambda route: route.partition_of(hash_key, sort_key)
+def _multi_get_request(
+    hash_key: bytes,
+    sort_keys: Iterable[bytes] | None,
+    *,
+    start_sort_key: bytes,
+    stop_sort_key: bytes,
+    start_inclusive: bool,
+    stop_inclusive: bool,
+    sort_key_filter: Filter | None,
+    max_kv_count: int,
+    max_kv_size: int,
+    no_value: bool,
+    reverse: bool,
+) -> MultiGetRequest:
+    """The request of a multi_get, its arguments checked (sort_keys None: by range).
+
+    Every read of YCSB's workloads is one: the exact types pass without a call per argument.
+    """
+    if not (
+        type(hash_key) is bytes
+        and hash_key
+        and type(start_sort_key) is bytes
+        and type(stop_sort_key) is bytes
+        and type(max_kv_count) is int
+        and type(max_kv_size) is int
+    ):  # the checks that name the culprit
+        require_hash_key(hash_key)
+        require_bytes("start_sort_key", start_sort_key)
+        require_bytes("stop_sort_key", stop_sort_key)
+        require_int("max_kv_count", max_kv_count)
+        require_int("max_kv_size", max_kv_size)
+    # The size of the hash key is validate_read's to check, before the request is sent.
+    filter_type, filter_pattern = (
+        NO_FILTER_FIELDS if sort_key_filter is None else filter_fields(sort_key_filter)
+    )
+    return MultiGetRequest(
+        hash_key,
+        [] if sort_keys is None else sort_key_list(sort_keys),
+        start_sort_key,
+        stop_sort_key,
+        bool(start_inclusive),
+        bool(stop_inclusive),
+        filter_type,
+        filter_pattern,
+        max_kv_count,
+        max_kv_size,
+        bool(no_value),
+        bool(reverse),
+    )
 
 
 class Table:
@@ -104,17 +150,6 @@ class Table:
     def __init__(self, session: ClientSession, routes: RouteCache) -> None:
         self._session = session
         self._routes = routes
-        # "<operation> on table <name>" for error messages, made once, not on every call.
-        self._descriptions: dict[tuple[str, str], str] = {}
-
-    def _describe(self, what: str) -> str:
-        name = self._routes.current.name
-        text = self._descriptions.get((what, name))
-        if text is None:
-            if len(self._descriptions) >= MAX_DESCRIPTIONS:  # renames could grow it: keep it bounded
-                self._descriptions.clear()
-            text = self._descriptions[(what, name)] = f"{what} on table {name!r}"
-        return text
 
     # --- facts ------------------------------------------------------------------------------------
 
@@ -146,43 +181,46 @@ class Table:
 
     # --- plumbing ---------------------------------------------------------------------------------
 
-    async def _write(
+    # _write and _read check the request and return call_partition's coroutine for the caller to
+    # await: a bad request raises at once, and a call awaits one coroutine less.
+
+    def _write(
         self,
         request: Message,
         response_type: type[R],
-        locate: Locate,
+        target: Target,
         deadline: Deadline,
         *,
         idempotent: bool,
         what: str,
-    ) -> R:
+    ) -> Coroutine[Any, Any, R]:
         validate_write(request)
-        return await call_partition(
+        return call_partition(
             self._session,
             self._routes,
-            locate,
+            target,
             request,
             response_type,
             deadline=deadline,
             idempotent=idempotent,
             write=True,
-            what=self._describe(what),
+            what=what,
         )
 
-    async def _read(
-        self, request: Message, response_type: type[R], locate: Locate, deadline: Deadline, *, what: str
-    ) -> R:
+    def _read(
+        self, request: Message, response_type: type[R], target: Target, deadline: Deadline, *, what: str
+    ) -> Coroutine[Any, Any, R]:
         validate_read(request)
-        return await call_partition(
+        return call_partition(
             self._session,
             self._routes,
-            locate,
+            target,
             request,
             response_type,
             deadline=deadline,
             idempotent=True,
             write=False,
-            what=self._describe(what),
+            what=what,
         )
 
     # --- single records -------------------------------------------------------------------------
@@ -191,36 +229,36 @@ class Table:
         self, hash_key: bytes, sort_key: bytes, value: bytes, ttl: int = 0, *, timeout: float | None = None
     ) -> None:
         """Put a record; ttl in seconds, 0 = no TTL."""
-        request = SetRequest(
-            require_bytes("hash_key", hash_key),
-            require_bytes("sort_key", sort_key),
-            require_bytes("value", value),
-            require_int("ttl", ttl),
-        )
+        if not (type(hash_key) is bytes and type(sort_key) is bytes and type(value) is bytes):
+            require_bytes("hash_key", hash_key)  # the checks that name the culprit
+            require_bytes("sort_key", sort_key)
+            require_bytes("value", value)
+        request = SetRequest(hash_key, sort_key, value, require_int("ttl", ttl))
         deadline = self._session.deadline(timeout)
-        await self._write(
-            request, WriteResponse, _by_key(hash_key, sort_key), deadline, idempotent=True, what="set"
-        )
+        await self._write(request, WriteResponse, (hash_key, sort_key), deadline, idempotent=True, what="set")
 
     async def get(self, hash_key: bytes, sort_key: bytes, *, timeout: float | None = None) -> bytes | None:
         """The value, or None when the record is missing or expired."""
-        request = GetRequest(require_bytes("hash_key", hash_key), require_bytes("sort_key", sort_key))
+        if not (type(hash_key) is bytes and type(sort_key) is bytes):
+            require_bytes("hash_key", hash_key)  # the checks that name the culprit
+            require_bytes("sort_key", sort_key)
+        request = GetRequest(hash_key, sort_key)
         deadline = self._session.deadline(timeout)
-        reply = await self._read(request, GetResponse, _by_key(hash_key, sort_key), deadline, what="get")
+        reply = await self._read(request, GetResponse, (hash_key, sort_key), deadline, what="get")
         return reply.value
 
     async def delete(self, hash_key: bytes, sort_key: bytes, *, timeout: float | None = None) -> None:
         request = DeleteRequest(require_bytes("hash_key", hash_key), require_bytes("sort_key", sort_key))
         deadline = self._session.deadline(timeout)
         await self._write(
-            request, WriteResponse, _by_key(hash_key, sort_key), deadline, idempotent=True, what="delete"
+            request, WriteResponse, (hash_key, sort_key), deadline, idempotent=True, what="delete"
         )
 
     async def ttl(self, hash_key: bytes, sort_key: bytes, *, timeout: float | None = None) -> int | None:
         """Seconds left: None when missing or expired, -1 when the record has no TTL."""
         request = TtlRequest(require_bytes("hash_key", hash_key), require_bytes("sort_key", sort_key))
         deadline = self._session.deadline(timeout)
-        reply = await self._read(request, TtlResponse, _by_key(hash_key, sort_key), deadline, what="ttl")
+        reply = await self._read(request, TtlResponse, (hash_key, sort_key), deadline, what="ttl")
         return reply.ttl_s
 
     async def exist(self, hash_key: bytes, sort_key: bytes, *, timeout: float | None = None) -> bool:
@@ -248,7 +286,7 @@ class Table:
         )
         deadline = self._session.deadline(timeout)
         reply = await self._write(
-            request, IncrResponse, _by_key(hash_key, sort_key), deadline, idempotent=False, what="incr"
+            request, IncrResponse, (hash_key, sort_key), deadline, idempotent=False, what="incr"
         )
         return reply.new_value
 
@@ -265,7 +303,7 @@ class Table:
         request = MultiSetRequest(hash_key, pairs, require_int("ttl", ttl))
         deadline = self._session.deadline(timeout)
         await self._write(
-            request, WriteResponse, _by_key(hash_key), deadline, idempotent=True, what="multi_set"
+            request, WriteResponse, (hash_key, b""), deadline, idempotent=True, what="multi_set"
         )
 
     async def multi_get(
@@ -293,10 +331,9 @@ class Table:
         cut the result short.
         """
         deadline = self._session.deadline(timeout)
-        return await self._multi_get(
+        request = _multi_get_request(
             hash_key,
             sort_keys,
-            deadline,
             start_sort_key=start_sort_key,
             stop_sort_key=stop_sort_key,
             start_inclusive=start_inclusive,
@@ -307,46 +344,10 @@ class Table:
             no_value=no_value,
             reverse=reverse,
         )
-
-    async def _multi_get(
-        self,
-        hash_key: bytes,
-        sort_keys: Iterable[bytes] | None,
-        deadline: Deadline,
-        *,
-        start_sort_key: bytes,
-        stop_sort_key: bytes,
-        start_inclusive: bool,
-        stop_inclusive: bool,
-        sort_key_filter: Filter | None,
-        max_kv_count: int,
-        max_kv_size: int,
-        no_value: bool,
-        reverse: bool,
-    ) -> MultiGetResult:
-        require_hash_key(hash_key)
-        filter_type, filter_pattern = filter_fields(sort_key_filter)
-        keys: list[bytes] = []
-        if sort_keys is not None:
-            keys = sort_key_list(sort_keys)
-            if not keys:
-                # On the wire an empty list means "by range"; the caller asked for no key at all.
-                return MultiGetResult({}, True)
-        request = MultiGetRequest(
-            hash_key,
-            keys,
-            require_bytes("start_sort_key", start_sort_key),
-            require_bytes("stop_sort_key", stop_sort_key),
-            bool(start_inclusive),
-            bool(stop_inclusive),
-            filter_type,
-            filter_pattern,
-            require_int("max_kv_count", max_kv_count),
-            require_int("max_kv_size", max_kv_size),
-            bool(no_value),
-            bool(reverse),
-        )
-        reply = await self._read(request, MultiGetResponse, _by_key(hash_key), deadline, what="multi_get")
+        if sort_keys is not None and not request.sort_keys:
+            # On the wire an empty list means "by range"; the caller asked for no key at all.
+            return MultiGetResult({}, True)
+        reply = await self._read(request, MultiGetResponse, (hash_key, b""), deadline, what="multi_get")
         return MultiGetResult(dict(reply.kvs), reply.complete)
 
     async def multi_delete(
@@ -365,7 +366,7 @@ class Table:
         keys = sort_key_list(sort_keys)
         request = MultiDeleteRequest(hash_key, keys)
         reply = await self._write(
-            request, MultiDeleteResponse, _by_key(hash_key), deadline, idempotent=True, what="multi_delete"
+            request, MultiDeleteResponse, (hash_key, b""), deadline, idempotent=True, what="multi_delete"
         )
         return reply.count
 
@@ -374,7 +375,7 @@ class Table:
         request = SortKeyCountRequest(require_hash_key(hash_key))
         deadline = self._session.deadline(timeout)
         reply = await self._read(
-            request, SortKeyCountResponse, _by_key(hash_key), deadline, what="sort_key_count"
+            request, SortKeyCountResponse, (hash_key, b""), deadline, what="sort_key_count"
         )
         return reply.count
 
@@ -416,7 +417,7 @@ class Table:
         reply = await self._write(
             request,
             CheckAndMutateResponse,
-            _by_key(hash_key),
+            (hash_key, b""),
             self._session.deadline(timeout),
             idempotent=False,
             what=what,
@@ -469,10 +470,9 @@ class Table:
         deleted = 0
         start, inclusive = start_sort_key, start_inclusive
         while True:
-            found = await self._multi_get(
+            request = _multi_get_request(
                 hash_key,
                 None,
-                deadline,
                 start_sort_key=start,
                 stop_sort_key=stop_sort_key,
                 start_inclusive=inclusive,
@@ -483,7 +483,8 @@ class Table:
                 no_value=True,
                 reverse=False,
             )
-            sort_keys = list(found.items)
+            found = await self._read(request, MultiGetResponse, (hash_key, b""), deadline, what="multi_get")
+            sort_keys = [sort_key for sort_key, _value in found.kvs]
             if sort_keys:
                 deleted += await self._multi_delete(hash_key, sort_keys, deadline)
                 # Resume after the last key read, so keys written behind us are not chased forever.
@@ -585,7 +586,7 @@ class Table:
             self._session,
             self._routes,
             template,
-            [_by_key(hash_key)],
+            [(hash_key, b"")],
             timeout_s=self._scan_timeout_s(timeout),
             what=f"scan of hash key {hash_key[:32]!r} on table {self.name!r}",
         )

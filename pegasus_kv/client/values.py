@@ -48,10 +48,13 @@ class Filter:
         return cls(FilterType.MATCH_ANYWHERE, pattern)
 
 
+NO_FILTER_FIELDS = (FilterType.NO_FILTER, b"")
+
+
 def filter_fields(value: Filter | None) -> tuple[FilterType, bytes]:
     """The (type, pattern) pair the wire messages carry; no filter is (NO_FILTER, b"")."""
     if value is None:
-        return FilterType.NO_FILTER, b""
+        return NO_FILTER_FIELDS
     if not isinstance(value, Filter):
         raise InvalidArgumentError(f"a filter must be a Filter, got {type(value).__name__}")
     return value.type, value.pattern

@@ -144,6 +144,13 @@ class ConnectionPool:
             return False
         return connection.try_send_oneway(message, gpid=gpid)
 
+    def live(self, address: str) -> Connection | None:
+        """The open connection to `address` if there is one now (no dialling, no waiting)."""
+        connection = self._connections.get(address)
+        if connection is None or connection.closed:
+            return None
+        return connection
+
     async def connection(self, address: str, *, timeout_s: float) -> Connection:
         """The live connection to `address`, dialling it if needed (NetworkError while in backoff)."""
         check_timeout(timeout_s)

@@ -47,6 +47,9 @@ logger = logging.getLogger(__name__)
 # need centuries at a million calls a second to run out.
 MAX_REQUEST_ID = 2**63 - 1
 MAX_ADDRESS_CHARS = 300  # a DNS name is at most 253 characters, plus brackets and a port
+_INFINITY = math.inf
+_REQUEST = FrameKind.REQUEST
+_RESPONSE = FrameKind.RESPONSE
 
 
 class TransportInvariantError(InvariantViolation):
@@ -258,6 +261,7 @@ class Connection:
     ) -> None:
         self.address = address
         self._limits = limits
+        self._max_in_flight = limits.max_in_flight
         self._on_lost = on_lost
         self._loop = asyncio.get_running_loop()
         # Both are set by connection_made, which open() awaits before handing the connection out.
@@ -316,31 +320,39 @@ class Connection:
 
     async def call(self, message: Message, *, gpid: Gpid | None = None, timeout_s: float) -> Message:
         """Send a request and return its reply; raises the typed error of an ErrorReply."""
-        check_timeout(timeout_s)
-        self._raise_if_closed()
-        request_id = self._take_request_id()
+        # The hot path of every client call and peer request: checks are inlined and fall back to
+        # the helpers that format the error only when they fail.
+        if not 0.0 < timeout_s < _INFINITY:
+            check_timeout(timeout_s)
+        if self._closed_as is not None:
+            self._raise_if_closed()
+        request_id = self._next_request_id
+        if request_id > MAX_REQUEST_ID:
+            invariant(False, "request ids exhausted")
+        self._next_request_id = request_id + 1
         frame = encode_frame(
             message,
             request_id=request_id,
-            kind=FrameKind.REQUEST,
+            kind=_REQUEST,
             gpid=gpid,
             max_frame_bytes=self._limits.max_frame_bytes,
         )
         future: asyncio.Future[Message] = self._loop.create_future()
-        if not self._queue and self._can_admit(len(frame), oneway=False):
-            self._pending[request_id] = future
+        pending = self._pending
+        if not self._queue and len(pending) < self._max_in_flight and self._writer.has_room(len(frame)):
+            pending[request_id] = future
             self._writer.write(frame)
         else:
             self._enqueue(request_id, _Outgoing(frame, future, oneway=False))
-        tick = self._deadlines.add(request_id, timeout_s)
+        deadlines = self._deadlines
+        tick = deadlines.add(request_id, timeout_s)
         try:
             return await future
         finally:
-            self._deadlines.discard(request_id, tick)
+            deadlines.discard(request_id, tick)
             # Still here only if the caller was cancelled: give back its slot or its queue place.
-            if (
-                self._pending.pop(request_id, None) is not None
-                or self._queue.pop(request_id, None) is not None
+            if self._pending.pop(request_id, None) is not None or (
+                self._queue and self._queue.pop(request_id, None) is not None
             ):
                 self._admit_queued()
 
@@ -510,7 +522,7 @@ class Connection:
         pending = self._pending
         try:
             for decoded in self._decoder.iter_feed(data):
-                future = pending.pop(decoded.request_id, None) if decoded.kind is FrameKind.RESPONSE else None
+                future = pending.pop(decoded.request_id, None) if decoded.kind is _RESPONSE else None
                 if future is None:
                     self._ignore_frame(decoded)
                 elif not future.done():

@@ -31,6 +31,32 @@ def test_fnv_hash64_is_a_non_negative_long_and_names_records_like_ycsb() -> None
     assert len({record_key(n) for n in range(10_000)}) == 10_000
 
 
+def fnv1a_octet_by_octet(value: int) -> int:
+    """The FNV-1a loop as the spec states it, over the 8 little-endian octets of a Java long."""
+    hashed = 0xCBF29CE484222325
+    for _ in range(8):
+        hashed ^= value & 0xFF
+        value >>= 8
+        hashed = (hashed * 1099511628211) & ((1 << 64) - 1)
+    signed = hashed - (1 << 64) if hashed >= 1 << 63 else hashed
+    return abs(signed) if signed != -(1 << 63) else 0
+
+
+def test_the_unrolled_fnv_hash64_agrees_with_the_plain_loop_on_every_kind_of_long() -> None:
+    rng = random.Random(7)
+    values = [
+        *range(-300, 3000),  # small keys, and negative longs (arithmetic shifts, as Java's >>)
+        *(rng.randrange(10_000_000_000) for _ in range(3000)),  # scrambled zipfian's item space
+        *(rng.randrange(-(1 << 63), 1 << 63) for _ in range(3000)),  # any long
+        (1 << 40) - 1,  # the largest value with three zero octets on top
+        1 << 40,
+        (1 << 63) - 1,
+        -(1 << 63),
+    ]
+    for value in values:
+        assert fnv_hash64(value) == fnv1a_octet_by_octet(value), value
+
+
 def test_uniform_covers_its_whole_range_and_nothing_outside() -> None:
     generator = UniformGenerator(10, 29, random.Random(1))
     seen = Counter(generator.next_value() for _ in range(DRAWS))

@@ -42,6 +42,18 @@ def test_every_value_lands_in_a_bucket_that_contains_it() -> None:
         assert high - low <= max(0, value // SUB_BUCKETS)  # under 1 % wide
 
 
+def test_recording_counts_each_value_in_its_bucket_and_keeps_the_extremes() -> None:
+    rng = random.Random(3)
+    values = [700, 5, 255, 256, 70_000, 0, *(rng.randrange(MAX_VALUE_US) for _ in range(2000)), 12]
+    histogram = LatencyHistogram()
+    expected = [0] * BUCKET_COUNT
+    for value in values:
+        histogram.record(value)
+        expected[bucket_index(value)] += 1
+    assert histogram.to_sparse()["buckets"] == {i: c for i, c in enumerate(expected) if c}
+    assert (histogram.count, histogram.min_us, histogram.max_us) == (len(values), 0, max(values))
+
+
 def test_percentiles_match_the_exact_ones_within_bucket_precision() -> None:
     rng = random.Random(2)
     values = [int(rng.lognormvariate(7, 1.5)) for _ in range(20_000)]

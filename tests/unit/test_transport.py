@@ -424,6 +424,24 @@ def test_a_cancelled_caller_gives_back_its_slot(loop_name: str) -> None:
 
 
 @on_both_loops
+def test_a_call_whose_timeout_is_not_a_positive_number_of_seconds_is_refused(loop_name: str) -> None:
+    async def story() -> None:
+        gates = Gates()
+        async with RpcServer(gates.handler, HOST, 0) as server:
+            connection = await connect(server)
+            for timeout_s in (0.0, -1.0, float("nan"), float("inf"), 0):
+                with pytest.raises(InvalidArgumentError, match="timeout_s"):
+                    await connection.call(get(b"never"), timeout_s=timeout_s)
+            assert connection.in_flight == 0
+            gates.open(b"after")
+            assert await connection.call(get(b"after"), timeout_s=5) == GetResponse(b"after")
+            assert gates.seen == [b"after"]  # none of the refused calls was sent
+            await connection.close()
+
+    run(loop_name, story())
+
+
+@on_both_loops
 def test_a_message_over_the_frame_limit_is_refused_before_it_is_sent(loop_name: str) -> None:
     async def story() -> None:
         async with RpcServer(echo, HOST, 0) as server:

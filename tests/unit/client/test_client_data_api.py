@@ -16,6 +16,8 @@ from pegasus_kv import (
     Client,
     Filter,
     InvalidArgumentError,
+    KeyTooLargeError,
+    MultiGetResult,
     Mutations,
     PegasusError,
     TableExistsError,
@@ -23,6 +25,7 @@ from pegasus_kv import (
 )
 from pegasus_kv.core.hashing import partition_index
 from pegasus_kv.core.messages import BatchGetRequest
+from pegasus_kv.core.schema import MAX_HASH_KEY_BYTES
 from tests.unit.client.fake_cluster import fake_cluster, run
 
 
@@ -249,5 +252,31 @@ def test_arguments_of_the_wrong_type_are_refused_before_anything_is_sent(tmp_pat
             with pytest.raises(PegasusError):
                 await table.check_and_set(b"hk", b"sk", 99, b"", b"sk", b"v")  # type: ignore[arg-type]
             assert sum(len(server.received) for server in cluster.replicas) == 0
+
+    run(story())
+
+
+def test_multi_get_and_get_check_every_argument_and_name_the_wrong_one(tmp_path: Path) -> None:
+    async def story() -> None:
+        async with fake_cluster(tmp_path) as cluster, Client(cluster.meta_address) as client:
+            table = await client.open_table("temp")
+            refused = {
+                "sort_key": table.multi_get(b"hk", [b"a", "b"]),  # type: ignore[list-item]
+                "start_sort_key": table.multi_get(b"hk", start_sort_key="a"),  # type: ignore[arg-type]
+                "max_kv_count": table.multi_get(b"hk", max_kv_count=True),  # a bool is not a count
+                "max_kv_size": table.multi_get(b"hk", max_kv_size=1.5),  # type: ignore[arg-type]
+                "hash_key": table.get(bytearray(b"hk"), b"sk"),  # type: ignore[arg-type]
+            }
+            for culprit, call in refused.items():
+                with pytest.raises(InvalidArgumentError, match=culprit):
+                    await call
+            with pytest.raises(KeyTooLargeError):
+                await table.multi_get(b"h" * (MAX_HASH_KEY_BYTES + 1), [b"a"])
+            assert await table.multi_get(b"hk", []) == MultiGetResult({}, True)  # no key, no request
+            assert sum(len(server.received) for server in cluster.replicas) == 0
+
+            await table.multi_set(b"hk", {b"a": b"1", b"b": b"2"})
+            assert (await table.multi_get(b"hk", (b"b", b"a"))).items == {b"a": b"1", b"b": b"2"}
+            assert (await table.multi_get(b"hk", iter([b"a"]))).items == {b"a": b"1"}
 
     run(story())

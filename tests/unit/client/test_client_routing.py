@@ -13,9 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from pegasus_kv import Client, TableNotFoundError
+from pegasus_kv import Client, PegasusError, TableNotFoundError
+from pegasus_kv.client.routing import MAX_MEMOISED_PARTITIONS, TableRoute
 from pegasus_kv.core.hashing import partition_index
+from pegasus_kv.core.ids import Gpid
 from pegasus_kv.core.messages import GetRequest, GetResponse, SetRequest
+from pegasus_kv.replication.pacifica.config import PartitionConfiguration
 from pegasus_kv.storage import PartitionStore
 from tests.unit.client.fake_cluster import FakeCluster, fake_cluster, run
 from tests.unit.test_transport_support import free_port
@@ -33,6 +36,34 @@ def _value(store: PartitionStore, hash_key: bytes, sort_key: bytes) -> bytes | N
     reply = store.read(GetRequest(hash_key, sort_key))
     assert isinstance(reply, GetResponse)
     return reply.value
+
+
+def route_of(partition_count: int) -> TableRoute:
+    configs = tuple(PartitionConfiguration(Gpid(1, index), ballot=1) for index in range(partition_count))
+    return TableRoute("temp", 1, partition_count, configs)
+
+
+def test_a_route_names_the_partition_of_core_hashing_for_every_key_and_every_time() -> None:
+    route = route_of(8)
+    keys = [
+        *((b"user%d" % i, b"f0") for i in range(MAX_MEMOISED_PARTITIONS + 100)),  # past the memo's bound
+        *((b"", b"sort%d" % i) for i in range(200)),  # an empty hash key routes by the sort key
+        (b"h" * 1000, b""),  # too long to be memoised
+    ]
+    for _ in range(2):  # the second pass finds (most of) them memoised
+        for hash_key, sort_key in keys[-1000:]:
+            assert route.partition_of(hash_key, sort_key) == partition_index(hash_key, sort_key, 8)
+    for hash_key, sort_key in keys:
+        assert route.partition_of(hash_key, sort_key) == partition_index(hash_key, sort_key, 8)
+    assert route.partition_of(b"hk", b"a") == route.partition_of(b"hk", b"b")  # all of a hash key together
+
+
+def test_a_route_refuses_a_partition_count_that_is_not_a_power_of_two() -> None:
+    configs = tuple(PartitionConfiguration(Gpid(1, index), ballot=1) for index in range(6))
+    with pytest.raises(PegasusError, match="power of two"):
+        TableRoute("temp", 1, 6, configs)
+    with pytest.raises(PegasusError):
+        TableRoute("temp", 1, 8, configs)  # a configuration per partition, no more, no less
 
 
 def test_each_record_lands_in_the_partition_its_hash_names(tmp_path: Path) -> None:
