@@ -21,7 +21,6 @@ import msgspec
 
 from pegasus_kv.core.errors import CodecError
 from pegasus_kv.core.ids import Gpid
-from pegasus_kv.core.invariants import InvariantViolation, check_invariant
 from pegasus_kv.core.registry import Message, message_type, type_id_of
 
 # One frame may carry a 1 MB write plus its keys, a batch of scan rows or a chunk of a checkpoint
@@ -31,16 +30,6 @@ DEFAULT_MAX_FRAME_BYTES = 16 * 1024 * 1024
 _LENGTH = struct.Struct(">I")
 LENGTH_BYTES = _LENGTH.size
 _EMPTY_LENGTH = bytes(LENGTH_BYTES)
-_FIXARRAY_4 = 0x94
-_FIXARRAY_5 = 0x95
-
-
-class CodecInvariantError(InvariantViolation):
-    """A broken assumption inside the codec (a bug, not bad input)."""
-
-
-def invariant(condition: bool, message: str) -> None:
-    check_invariant(condition, message, CodecInvariantError)
 
 
 class FrameKind(enum.IntEnum):
@@ -69,6 +58,8 @@ class Decoded(msgspec.Struct, frozen=True):
 _encoder = msgspec.msgpack.Encoder()
 _frame_decoder = msgspec.msgpack.Decoder(Frame)
 _body_decoders: dict[int, msgspec.msgpack.Decoder[Any]] = {}
+# Message class -> its type id, filled on first use (type_id_of checks the tag each time).
+_type_ids: dict[type, int] = {}
 
 
 def _body_decoder(type_id: int) -> msgspec.msgpack.Decoder[Any]:
@@ -85,21 +76,25 @@ def encode_payload(message: Message, *, request_id: int, kind: FrameKind, gpid: 
     return bytes(_encode_into(bytearray(), message, request_id, kind, gpid))
 
 
+def _type_id(cls: type[Message]) -> int:
+    type_id = _type_ids.get(cls)
+    if type_id is None:
+        type_id = _type_ids[cls] = type_id_of(cls)
+    return type_id
+
+
 def _encode_into(
     buffer: bytearray, message: Message, request_id: int, kind: FrameKind, gpid: Gpid | None
 ) -> bytearray:
     """Append one payload to `buffer` in a single pass (no intermediate body copy).
 
-    The header fields are encoded as a 4-element msgpack array and its type byte is then widened
-    to 5 elements, so that the body encoded right after it becomes the array's last element: the
-    same bytes as encoding Frame(..., Raw(body)), without building the body separately.
+    The payload is the 5-tuple (request_id, kind, type_id, gpid, message) encoded in one call: a
+    msgpack array whose last element is the message's encoding, the same bytes as encoding
+    Frame(..., Raw(body)) without building the body separately.
     """
     start = len(buffer)
     try:
-        _encoder.encode_into((request_id, kind, type_id_of(type(message)), gpid), buffer, -1)
-        invariant(buffer[start] == _FIXARRAY_4, "a 4-tuple header encodes as a msgpack fixarray")
-        buffer[start] = _FIXARRAY_5
-        _encoder.encode_into(message, buffer, -1)
+        _encoder.encode_into((request_id, kind, _type_id(type(message)), gpid, message), buffer, -1)
     except (msgspec.EncodeError, OverflowError, TypeError) as exc:
         # e.g. an integer outside the 64-bit range msgpack can carry
         del buffer[start:]
@@ -128,7 +123,8 @@ def decode_payload(payload: bytes | memoryview) -> Decoded:
     """Decode one frame's payload (without its length prefix)."""
     try:
         frame = _frame_decoder.decode(payload)
-        message = _body_decoder(frame.type_id).decode(frame.body)
+        decoder = _body_decoders.get(frame.type_id) or _body_decoder(frame.type_id)
+        message = decoder.decode(frame.body)
     except CodecError:
         raise
     except (msgspec.DecodeError, ValueError, TypeError, OverflowError, RecursionError) as exc:
@@ -159,8 +155,32 @@ class FrameDecoder:
     def iter_feed(self, data: bytes) -> Iterator[Decoded]:
         if self._failed:
             raise CodecError("stream is out of sync after an earlier bad frame")
-        self._buffer += data
         buffer = self._buffer
+        if not buffer:
+            # Nothing buffered (the common case: a read returns whole frames): decode straight from
+            # `data` and buffer only what is left of it (a partial frame, or the frames a closed
+            # iteration did not take).
+            offset = 0
+            try:
+                total = len(data)
+                while total - offset >= LENGTH_BYTES:
+                    (length,) = _LENGTH.unpack_from(data, offset)
+                    if length == 0 or length > self._max:
+                        raise CodecError(f"frame length {length} is outside 1..{self._max}")
+                    start = offset + LENGTH_BYTES
+                    end = start + length
+                    if end > total:
+                        break
+                    offset = end
+                    yield decode_payload(data[start:end])
+            except CodecError:
+                self._failed = True
+                raise
+            finally:
+                if offset < len(data):
+                    buffer += data[offset:]
+            return
+        buffer += data
         offset = 0
         try:
             while len(buffer) - offset >= LENGTH_BYTES:

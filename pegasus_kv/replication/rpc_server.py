@@ -3,8 +3,11 @@
 Each accepted connection decodes frames straight from `data_received` and calls the handler for
 each request. The handler may answer at once (return a Message, or None for a one-way message),
 or return an awaitable: a future gets a done-callback and a coroutine gets a task, so the cheap
-requests (reads served from memory, rejections) never pay for a task. Replies carry the request's
-id and leave in the order they are ready, coalesced once per loop iteration.
+requests (reads served from memory, rejections) never pay for a task. A handler that answers
+later without either returns a PendingReply and completes it when the answer is known (the
+replica server's client writes): the reply is framed right then, with no future, no callback and
+no pass of the event loop in between. Replies carry the request's id and leave in the order they
+are ready, coalesced once per loop iteration.
 
 Failures stay inside their scope:
 - a handler raising a PegasusError answers with that error's code; any other exception answers
@@ -37,9 +40,59 @@ from pegasus_kv.replication.transport import (
 
 logger = logging.getLogger(__name__)
 
-HandlerResult = Message | None | Awaitable[Message | None]
-# handler(request, peer "host:port") -> the reply, None for a one-way message, or an awaitable of it.
+
+class PendingReply:
+    """A reply a handler gives later, without a future or a task.
+
+    The handler returns it at once; later, on the event loop, exactly one call of
+    `set_result(reply)` or `set_exception(error)` completes it and the connection the request came
+    on frames the answer right away (nothing if the connection is gone meanwhile). Future-like
+    (`done`, `set_result`, `set_exception`), so a table of waiting requests can hold these and
+    futures alike. Completing it twice raises InvalidStateError, as a future does.
+    """
+
+    __slots__ = ("_connection", "_done", "_error", "_reply", "_request")
+
+    def __init__(self) -> None:
+        self._connection: _ServerConnection | None = None
+        self._request: Decoded | None = None
+        self._done = False
+        self._reply: Message | None = None
+        self._error: BaseException | None = None
+
+    def done(self) -> bool:
+        return self._done
+
+    def set_result(self, reply: Message, /) -> None:
+        if self._done:
+            raise asyncio.InvalidStateError("the reply was given already")
+        self._done = True
+        self._reply = reply
+        if self._connection is not None:
+            self._connection._pending_done(self)
+
+    def set_exception(self, error: BaseException, /) -> None:
+        if self._done:
+            raise asyncio.InvalidStateError("the reply was given already")
+        self._done = True
+        self._error = error
+        if self._connection is not None:
+            self._connection._pending_done(self)
+
+    def _bind(self, connection: _ServerConnection, request: Decoded) -> None:
+        invariant(self._connection is None, "a pending reply was returned by two handlers")
+        self._connection = connection
+        self._request = request
+        if self._done:  # completed before the handler returned it
+            connection._pending_done(self)
+
+
+HandlerResult = Message | None | PendingReply | Awaitable[Message | None]
+# handler(request, peer "host:port") -> the reply, None for a one-way message, a PendingReply, or an
+# awaitable of the reply.
 RequestHandler = Callable[[Decoded, str], HandlerResult]
+_RESPONSE = FrameKind.RESPONSE
+_ONEWAY = FrameKind.ONEWAY
 
 MAX_ERROR_MESSAGE_CHARS = 1000  # an error reply's text; the code is what clients act on
 _PORT_ZERO_BIND_ATTEMPTS = 5
@@ -321,7 +374,7 @@ class _ServerConnection(asyncio.Protocol):
         self._transport.resume_reading()
 
     def _dispatch(self, request: Decoded) -> None:
-        if request.kind is FrameKind.RESPONSE:
+        if request.kind is _RESPONSE:
             logger.warning(
                 "%s: ignoring a reply (request %d) from %s: this end only takes requests",
                 self._server.name,
@@ -337,6 +390,13 @@ class _ServerConnection(asyncio.Protocol):
         if result is None or isinstance(result, Message):
             self._finish(request, result)
             return
+        if type(result) is PendingReply:
+            self._in_flight += 1
+            if self._in_flight > self._max_in_flight:
+                invariant(False, "dispatched past max_in_flight_per_connection")
+            result._bind(self, request)
+            return
+        assert not isinstance(result, PendingReply)  # for mypy: the exact type test above
         future: asyncio.Future[Message | None]
         if isinstance(result, asyncio.Future):
             future = result  # someone else's future: we only listen to it
@@ -368,8 +428,29 @@ class _ServerConnection(asyncio.Protocol):
             self._finish(request, future.result())
         self._maybe_resume_reading()
 
+    def _pending_done(self, pending: PendingReply) -> None:
+        """A PendingReply this connection dispatched was completed (called from inside whoever
+        completed it: nothing here may raise into it, nor dispatch more requests)."""
+        self._in_flight -= 1
+        request = pending._request
+        if self._in_flight < 0 or request is None:
+            invariant(False, "more handlers finished than started")
+        assert request is not None
+        try:
+            if self._closed:
+                return
+            if pending._error is not None:
+                self._fail(request, pending._error)
+            else:
+                self._finish(request, pending._reply)
+        except Exception:  # a bug here must not break the caller's loop over its waiting writes
+            logger.exception("%s: answering a request from %s failed", self._server.name, self.peer)
+        if self._reading_paused:
+            # Resuming may dispatch buffered requests: not from inside the caller.
+            self._loop.call_soon(self._maybe_resume_reading)
+
     def _finish(self, request: Decoded, reply: Message | None) -> None:
-        if request.kind is FrameKind.ONEWAY:
+        if request.kind is _ONEWAY:
             return  # nobody waits for it; a reply the handler made anyway is dropped
         if reply is None:
             logger.error(
@@ -396,7 +477,7 @@ class _ServerConnection(asyncio.Protocol):
                 exc_info=exc,
             )
             reply = ErrorReply(int(ErrorCode.INTERNAL), f"internal error: {type(exc).__name__}")
-        if request.kind is FrameKind.ONEWAY:
+        if request.kind is _ONEWAY:
             logger.debug("%s: one-way %s failed: %s", self._server.name, type(request.message).__name__, exc)
             return
         self._send(request, reply)
@@ -406,7 +487,7 @@ class _ServerConnection(asyncio.Protocol):
             frame = encode_frame(
                 reply,
                 request_id=request.request_id,
-                kind=FrameKind.RESPONSE,
+                kind=_RESPONSE,
                 gpid=request.gpid,
                 max_frame_bytes=self._max_frame_bytes,
             )

@@ -182,10 +182,12 @@ class PartitionStore:
 
     # --- reads --------------------------------------------------------------------------------
 
-    def read(self, request: Message) -> Message:
-        """Serve one read request; errors are raised as typed PegasusError."""
+    def read(self, request: Message, *, validated: bool = False) -> Message:
+        """Serve one read request; errors are raised as typed PegasusError. validated=True: the
+        caller ran core.validation.validate_read on it already (a server, per client read)."""
         self._ensure_open()
-        validate_read(request)
+        if not validated:
+            validate_read(request)
         handler = self._read_handlers[type(request)]
         try:
             return handler(request)

@@ -95,7 +95,7 @@ class RandomSource(Protocol):
     def randrange(self, stop: int, /) -> int: ...
 
 
-@dataclasses.dataclass(slots=True)
+@dataclasses.dataclass(slots=True, init=False)
 class NodeReady:
     """What one node event asks the runtime to do. Execute in this order:
 
@@ -109,11 +109,27 @@ class NodeReady:
     5. `dropped`: after executing their Readies, close these replicas and delete their data.
     """
 
-    created: list[Gpid] = dataclasses.field(default_factory=list)
-    replicas: dict[Gpid, Ready] = dataclasses.field(default_factory=dict)
-    to_meta: list[Message] = dataclasses.field(default_factory=list)
-    send: list[Outbound] = dataclasses.field(default_factory=list)
-    dropped: list[Gpid] = dataclasses.field(default_factory=list)
+    created: list[Gpid]
+    replicas: dict[Gpid, Ready]
+    to_meta: list[Message]
+    send: list[Outbound]
+    dropped: list[Gpid]
+
+    def __init__(
+        self,
+        *,
+        created: list[Gpid] | None = None,
+        replicas: dict[Gpid, Ready] | None = None,
+        to_meta: list[Message] | None = None,
+        send: list[Outbound] | None = None,
+        dropped: list[Gpid] | None = None,
+    ) -> None:
+        # Written out (not default factories): every node event builds one.
+        self.created = [] if created is None else created
+        self.replicas = {} if replicas is None else replicas
+        self.to_meta = [] if to_meta is None else to_meta
+        self.send = [] if send is None else send
+        self.dropped = [] if dropped is None else dropped
 
     @property
     def is_empty(self) -> bool:
@@ -228,7 +244,8 @@ class ReplicaNode:
     # --- events -------------------------------------------------------------------------------
 
     def on_tick(self, tick: int) -> NodeReady:
-        require(tick >= self._now, f"{self}: time went back from {self._now} to {tick}")
+        if tick < self._now:  # every tick: the message is formatted only on failure
+            violated(f"{self}: time went back from {self._now} to {tick}")
         out = self._begin()
         self._now = tick
         options = self.options
@@ -272,7 +289,9 @@ class ReplicaNode:
 
     def on_message(self, sender: NodeAddress, message: Message) -> NodeReady:
         self._begin()
-        if isinstance(message, BeaconResponse):
+        if type(message) in _REPLICA_MESSAGES:  # the common case, tested first (prepares and acks)
+            self._on_replica_message(sender, message)  # type: ignore[arg-type]
+        elif isinstance(message, BeaconResponse):
             self._on_beacon_response(message)
         elif isinstance(message, ConfigSyncResponse):
             self._on_config_sync_response(message)
@@ -298,7 +317,12 @@ class ReplicaNode:
         return self._end()
 
     def on_log_durable(self, gpid: Gpid, ballot: int, decree: int) -> NodeReady:
-        return self._route(gpid, lambda replica: replica.on_log_durable(ballot, decree))
+        # _route, inlined: once per durable log group of every replica.
+        self._begin()
+        replica = self._replicas.get(gpid)
+        if replica is not None:
+            self._collect(gpid, replica.on_log_durable(ballot, decree))
+        return self._end()
 
     def on_log_read(self, gpid: Gpid, request_id: int, mutations: Sequence[Mutation]) -> NodeReady:
         return self._route(gpid, lambda replica: replica.on_log_read(request_id, mutations))
@@ -525,13 +549,20 @@ class ReplicaNode:
 
     def _collect(self, gpid: Gpid, ready: Ready) -> None:
         out = self._o
-        for proposal in ready.propose:
-            out.to_meta.append(ConfigProposalRequest(proposal=proposal))
-        ready.propose = []
+        if ready.propose:
+            for proposal in ready.propose:
+                out.to_meta.append(ConfigProposalRequest(proposal=proposal))
+            ready.propose = []
         if ready.request_config_sync:
             ready.request_config_sync = False
             self._send_config_sync()
         out.add(gpid, ready)
+
+
+# The replica messages (messages.py) on_message routes to a replica, by exact type.
+_REPLICA_MESSAGES: frozenset[type[Message]] = frozenset(
+    {Prepare, PrepareAck, GroupCheck, GroupCheckAck, LearnRequest, LearnResponse, LearnCompletionNotice}
+)
 
 
 class _ReplicaEvent(Protocol):

@@ -52,6 +52,9 @@ class PrepareList:
         # Decree of _entries[0]; when empty, the decree the next entry must have.
         self._first = last_committed_decree + 1
         self._last_committed = last_committed_decree
+        # Always _first + len(_entries) - 1 (the commit point when nothing is held), kept rather than
+        # computed: it is read several times per event on the write path (checked by _check).
+        self._max = last_committed_decree
 
     # --- reading ------------------------------------------------------------------------------
 
@@ -67,11 +70,11 @@ class PrepareList:
     @property
     def max_decree(self) -> int:
         """The largest decree prepared (the commit point when nothing after it is held)."""
-        return self._first + len(self._entries) - 1 if self._entries else self._last_committed
+        return self._max
 
     @property
     def uncommitted_count(self) -> int:
-        return self.max_decree - self._last_committed
+        return self._max - self._last_committed
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -88,14 +91,18 @@ class PrepareList:
 
     def entries(self, from_decree: int, to_decree: int) -> list[Mutation]:
         """Held mutations with from_decree <= decree <= to_decree (the caller checks they are held)."""
-        if from_decree < self._first:
-            violated(f"decree {from_decree} is below the prepare list {self._first}")
-        if to_decree > self.max_decree:
+        first = self._first
+        if from_decree < first:
+            violated(f"decree {from_decree} is below the prepare list {first}")
+        if to_decree > self._max:
             violated(f"decree {to_decree} is beyond the prepare list")
-        return [self._entries[d - self._first] for d in range(from_decree, to_decree + 1)]
+        entries = self._entries
+        if from_decree == to_decree:
+            return [entries[from_decree - first]]
+        return [entries[d - first] for d in range(from_decree, to_decree + 1)]
 
     def uncommitted(self) -> list[Mutation]:
-        return self.entries(self._last_committed + 1, self.max_decree) if self.uncommitted_count else []
+        return self.entries(self._last_committed + 1, self._max) if self._max > self._last_committed else []
 
     # --- changing -----------------------------------------------------------------------------
 
@@ -114,38 +121,39 @@ class PrepareList:
         decree = mutation.decree
         if decree <= self._last_committed:
             violated(f"decree {decree} is already committed")
-        if decree > self.max_decree + 1:
-            violated(f"decree {decree} leaves a gap after {self.max_decree}")
-        if not self.has_room_for(decree):
+        if decree > self._max + 1:
+            violated(f"decree {decree} leaves a gap after {self._max}")
+        if decree - self._last_committed > self.capacity:
             violated(f"decree {decree} exceeds the prepare list capacity")
-        existing = self.get(decree)
-        if existing is None:
+        if decree == self._max + 1:  # the common case: a new decree at the end
             self._entries.append(mutation)
+            self._max = decree
             self._evict()
             self._check()
             return True
-        require(
-            mutation.ballot >= existing.ballot,
-            f"decree {decree}: ballot {mutation.ballot} would replace newer ballot {existing.ballot}",
-        )
+        existing = self._entries[decree - self._first]
+        if mutation.ballot < existing.ballot:
+            violated(
+                f"decree {decree}: ballot {mutation.ballot} would replace newer ballot {existing.ballot}"
+            )
         if mutation.ballot == existing.ballot:
             # One primary assigns each decree once per ballot: same (ballot, decree), same mutation.
-            require(
-                existing == mutation, f"two different mutations at ballot {mutation.ballot} decree {decree}"
-            )
+            if existing != mutation:
+                violated(f"two different mutations at ballot {mutation.ballot} decree {decree}")
             return False
         if same_mutation(existing, mutation):
             self._entries[decree - self._first] = mutation
         else:
             self._truncate_from(decree)
             self._entries.append(mutation)
+            self._max = decree
         self._check()
         return True
 
     def commit(self, decree: int) -> list[Mutation]:
         """Move the commit point up to `decree`; returns the newly committed mutations in order."""
-        if decree > self.max_decree:
-            violated(f"commit to {decree} beyond max decree {self.max_decree}")
+        if decree > self._max:
+            violated(f"commit to {decree} beyond max decree {self._max}")
         if decree <= self._last_committed:
             return []
         newly = self.entries(self._last_committed + 1, decree)
@@ -173,6 +181,7 @@ class PrepareList:
         self._entries.clear()
         self._first = last_committed_decree + 1
         self._last_committed = last_committed_decree
+        self._max = last_committed_decree
         self._check()
 
     @classmethod
@@ -215,23 +224,38 @@ class PrepareList:
     # --- internals ----------------------------------------------------------------------------
 
     def _truncate_from(self, decree: int) -> None:
-        while self._entries and self.max_decree >= decree:
-            self._entries.pop()
-        if not self._entries:
+        entries = self._entries
+        while entries and self._max >= decree:
+            entries.pop()
+            self._max -= 1
+        if not entries:
             self._first = self._last_committed + 1
+            self._max = self._last_committed
 
     def _evict(self) -> None:
-        while len(self._entries) > self.capacity and self._first <= self._last_committed:
-            self._entries.popleft()
+        entries = self._entries
+        while len(entries) > self.capacity and self._first <= self._last_committed:
+            entries.popleft()
             self._first += 1
-        if not self._entries:
+        if not entries:
             self._first = self._last_committed + 1
 
     def _check(self) -> None:
-        if len(self._entries) > self.capacity:
-            violated(f"prepare list holds {len(self._entries)} > capacity")
-        require(self._first - 1 <= self._last_committed, "a gap between the commit point and the list")
-        require(self._last_committed <= self.max_decree, "commit point beyond the last prepared decree")
-        if self._entries:
-            require(self._entries[0].decree == self._first, "first entry has the wrong decree")
-            require(self._entries[-1].decree == self.max_decree, "decrees are not contiguous")
+        # O(1), after every change; messages are formatted only when a check fails.
+        entries = self._entries
+        count = len(entries)
+        first = self._first
+        last_committed = self._last_committed
+        if count > self.capacity:
+            violated(f"prepare list holds {count} > capacity")
+        if first - 1 > last_committed:
+            violated("a gap between the commit point and the list")
+        if self._max != first + count - 1:
+            violated(f"max decree {self._max} does not match the entries held from {first}")
+        if last_committed > self._max:
+            violated("commit point beyond the last prepared decree")
+        if count:
+            if entries[0].decree != first:
+                violated("first entry has the wrong decree")
+            if entries[-1].decree != self._max:
+                violated("decrees are not contiguous")

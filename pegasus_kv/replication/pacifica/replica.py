@@ -53,7 +53,7 @@ Safety rules kept here (PacificA section 3; asserted with require()):
 
 from __future__ import annotations
 
-from collections import Counter, deque
+from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from typing import Concatenate, ParamSpec
 
@@ -108,6 +108,14 @@ _P = ParamSpec("_P")
 
 # Ticks before the first tick event: the lease is invalid until the node grants one.
 NO_LEASE = -1
+# The acknowledgements of a decree nobody has acknowledged (never modified).
+_NO_ACKS: frozenset[NodeAddress] = frozenset()
+# Enum members read on every event: reading one through its class costs ~70 ns (the enum
+# metaclass), a module global ~7 ns.
+_PRIMARY = PartitionStatus.PRIMARY
+_SECONDARY = PartitionStatus.SECONDARY
+_LEARNER = PartitionStatus.POTENTIAL_SECONDARY
+_OK = PrepareOutcome.OK
 
 
 def _event(method: Callable[Concatenate[Replica, _P], None]) -> Callable[Concatenate[Replica, _P], Ready]:
@@ -116,8 +124,7 @@ def _event(method: Callable[Concatenate[Replica, _P], None]) -> Callable[Concate
     def run(self: Replica, /, *args: _P.args, **kwargs: _P.kwargs) -> Ready:
         if self._out is not None:
             violated(f"{self}: event entered while another event runs")
-        out = Ready()
-        self._out = out
+        out = self._out = Ready()
         if self._recovered_apply:
             out.apply.extend(Apply(mutation, ()) for mutation in self._recovered_apply)
             self._recovered_apply = []
@@ -174,7 +181,9 @@ class Replica:
         self._confirmed = self.plist.last_committed_decree
         # (ballot, decree) of mutations handed to `persist` that are not durable yet, append order.
         self._unsynced: deque[tuple[int, int]] = deque()
-        self._unsynced_count: Counter[tuple[int, int]] = Counter()
+        # How many of those appends each (ballot, decree) has (a plain dict: no Counter.__missing__
+        # call per lookup on the write path); a key leaves when its count drops to zero.
+        self._unsynced_count: dict[tuple[int, int], int] = {}
         self._log_start_decree = max(1, min(log_start_decree, self.plist.start_decree))
         self._now = 0
         self._lease_until = NO_LEASE
@@ -260,7 +269,7 @@ class Replica:
         reads). BUSY: primary still reconciling; retry shortly. The runtime must apply every
         `apply` of earlier Readies before executing a read this admits.
         """
-        if self._status != PartitionStatus.PRIMARY or not self.lease_valid(tick):
+        if self._status != _PRIMARY or not self.lease_valid(tick):
             return ErrorCode.NOT_PRIMARY
         ps = self._primary
         if ps is None:  # on every read: the message is formatted only on failure
@@ -287,16 +296,16 @@ class Replica:
         if tick < self._now:
             violated(f"{self}: time went back from {self._now} to {tick}")
         self._now = tick
-        if self._status == PartitionStatus.PRIMARY:
+        if self._status == _PRIMARY:
             self._primary_tick()
-        elif self._status == PartitionStatus.POTENTIAL_SECONDARY:
+        elif self._status == _LEARNER:
             self._learner_tick()
 
     @_event
     def on_lease(self, valid_until_tick: int) -> None:
         """The node's lease now runs until valid_until_tick (exclusive); NO_LEASE when lost."""
         self._lease_until = valid_until_tick
-        if self._status == PartitionStatus.PRIMARY:
+        if self._status == _PRIMARY:
             if self.lease_valid(self._now):
                 self._try_commit()
             else:
@@ -328,7 +337,7 @@ class Replica:
     def _admit_write(self, write: QueuedWrite) -> bool:
         """Queue a client write, or refuse it (NOT_PRIMARY, NOT_ENOUGH_MEMBER, BUSY)."""
         ps = self._primary
-        if self._status != PartitionStatus.PRIMARY or ps is None or not self.lease_valid(self._now):
+        if self._status != _PRIMARY or ps is None or not self.lease_valid(self._now):
             self._reply(write.token, ErrorCode.NOT_PRIMARY)
             return False
         if not self._enough_members():
@@ -366,16 +375,20 @@ class Replica:
     def on_log_durable(self, ballot: int, decree: int) -> None:
         """The log is durable through the appended mutation (ballot, decree) and all before it."""
         key = (ballot, decree)
-        if self._unsynced_count[key] == 0:
+        counts = self._unsynced_count
+        if key not in counts:
             return  # reported twice, or for an append this incarnation did not make
-        while self._unsynced:
-            head = self._unsynced.popleft()
-            self._unsynced_count[head] -= 1
-            if self._unsynced_count[head] == 0:
-                del self._unsynced_count[head]
+        unsynced = self._unsynced
+        while unsynced:
+            head = unsynced.popleft()
+            left = counts[head] - 1
+            if left:
+                counts[head] = left
+            else:
+                del counts[head]
             if head == key:
                 break
-        if self._status == PartitionStatus.PRIMARY:
+        if self._status == _PRIMARY:
             self._try_commit()
 
     @_event
@@ -388,7 +401,7 @@ class Replica:
         require(config.gpid == self.gpid, f"{self}: command for {config.gpid} routed here")
         if command.config_type in (ConfigType.ADD_SECONDARY, ConfigType.ADD_SECONDARY_FOR_LB):
             self._on_config(config)
-            if self._status == PartitionStatus.PRIMARY and config.ballot == self._ballot:
+            if self._status == _PRIMARY and config.ballot == self._ballot:
                 self._add_learner(command.node)
         elif command.config_type == ConfigType.REMOVE:
             # The node drops the replica; here it only stops acting as a member.
@@ -488,7 +501,7 @@ class Replica:
     @_event
     def on_removed(self) -> None:
         """Meta's configuration sync no longer names this replica a member: stop acting as one."""
-        if self._status in (PartitionStatus.PRIMARY, PartitionStatus.SECONDARY):
+        if self._status in (_PRIMARY, _SECONDARY):
             self._become_inactive()
 
     @_event
@@ -513,8 +526,8 @@ class Replica:
             # In particular a restarted replica never resumes as primary under its old ballot, since
             # it could assign a decree it had prepared before the crash a second time.
             if self._status == config.status_of(self.me) and self._status in (
-                PartitionStatus.PRIMARY,
-                PartitionStatus.SECONDARY,
+                _PRIMARY,
+                _SECONDARY,
             ):
                 self._config = config
             return
@@ -527,9 +540,9 @@ class Replica:
         learner = self._learner
         self._ballot = config.ballot
         self._config = config
-        if role == PartitionStatus.PRIMARY:
+        if role == _PRIMARY:
             self._become_primary()
-        elif role == PartitionStatus.SECONDARY:
+        elif role == _SECONDARY:
             if learner is not None and learner.phase != LearnerPhase.COMPLETE:
                 # Named secondary before learning finished (a stale upgrade): refusing keeps the
                 # commit invariant; the primary will see NOT_MEMBER and propose removal.
@@ -544,7 +557,7 @@ class Replica:
         config = self._config
         require(config is not None and config.primary == self.me, f"{self}: primary without config")
         assert config is not None
-        ps = self._primary if self._status == PartitionStatus.PRIMARY else None
+        ps = self._primary if self._status == _PRIMARY else None
         newly_primary = ps is None
         if ps is None:
             self._drop_roles()
@@ -553,7 +566,7 @@ class Replica:
                 reconcile_target=self.plist.max_decree,
             )
             self._primary = ps
-        self._status = PartitionStatus.PRIMARY
+        self._status = _PRIMARY
         ps.acks.clear()
         ps.sent_tick.clear()
         ps.last_resend.clear()
@@ -592,7 +605,7 @@ class Replica:
         if learner is not None:
             self._merge_held(learner)
         self._drop_roles()
-        self._status = PartitionStatus.SECONDARY
+        self._status = _SECONDARY
         self._confirmed = self.plist.last_committed_decree
 
     def _become_inactive(self) -> None:
@@ -629,18 +642,25 @@ class Replica:
     def _pump_writes(self) -> None:
         """Batch queued writes into mutations while the two-phase-commit window has room."""
         ps = self._primary
-        if ps is None or not len(ps.write_queue) or not self.lease_valid(self._now):
+        if ps is None:
+            return
+        queue = ps.write_queue
+        if not queue or self._now >= self._lease_until:
             return
         if not self._enough_members():
             self._refuse_queued(ErrorCode.NOT_ENOUGH_MEMBER)
             return
         options = self.options
-        while len(ps.write_queue) and self.plist.uncommitted_count < options.max_inflight_mutations:
-            decree = self.plist.max_decree + 1
-            if not self.plist.has_room_for(decree):
+        plist = self.plist
+        while queue and plist.uncommitted_count < options.max_inflight_mutations:
+            decree = plist.max_decree + 1
+            if not plist.has_room_for(decree):
                 break
-            batch = ps.write_queue.pop_batch(options.max_batch_writes, options.max_batch_bytes)
-            timestamp_us = max(self._last_timestamp_us + 1, max(item.timestamp_us for item in batch))
+            batch = queue.pop_batch(options.max_batch_writes, options.max_batch_bytes)
+            timestamp_us = self._last_timestamp_us + 1
+            for item in batch:
+                if item.timestamp_us > timestamp_us:
+                    timestamp_us = item.timestamp_us
             self._last_timestamp_us = timestamp_us
             mutation = Mutation(
                 ballot=self._ballot,
@@ -648,10 +668,10 @@ class Replica:
                 timestamp_us=timestamp_us,
                 writes=[item.write for item in batch],
             )
-            self.plist.prepare(mutation)
+            plist.prepare(mutation)
             self._confirmed = decree
             self._persist(mutation)
-            ps.tokens[decree] = tuple(item.token for item in batch)
+            ps.tokens[decree] = tuple([item.token for item in batch])
             self._send_prepare_to_all(mutation)
 
     def _send_prepare_to_all(self, mutation: Mutation) -> None:
@@ -661,23 +681,26 @@ class Replica:
             violated(f"{self}: preparing without being primary")
         if mutation.ballot != self._ballot:
             violated(f"{self}: preparing {mutation.decree} under an old ballot")
-        ps.acks[mutation.decree] = set()
-        ps.sent_tick[mutation.decree] = self._now
+        decree = mutation.decree
+        ps.acks[decree] = set()
+        ps.sent_tick[decree] = self._now
+        # One message for every receiver: they all get the same prepare.
+        message = self._prepare_message(mutation)
         for node in config.secondaries:
-            self._send_prepare(node, mutation)
-        for session in ps.learners.values():
-            if session.needs_ack(mutation.decree):
-                self._send_prepare(session.node, mutation)
+            self._send_prepare(node, message)
+        if ps.learners:
+            for session in ps.learners.values():
+                if session.needs_ack(decree):
+                    self._send_prepare(session.node, message)
 
-    def _send_prepare(self, to: NodeAddress, mutation: Mutation) -> None:
+    def _send_prepare(self, to: NodeAddress, message: Prepare) -> None:
         """Prepares leave at once only once the ballot is durable in this replica's log."""
         ps = self._primary
         assert ps is not None
-        message = self._prepare_message(mutation)
-        if self._unsynced_count[ps.ballot_record]:
+        if ps.ballot_record in self._unsynced_count:
             self._o.send_after_persist.append(Outbound(to, message))
         else:
-            self._send(to, message)
+            self._o.send.append(Outbound(to, message))
 
     def _prepare_message(self, mutation: Mutation) -> Prepare:
         config = self._config
@@ -689,52 +712,57 @@ class Replica:
             last_committed_decree=self.plist.last_committed_decree,
         )
 
-    def _required_acks(self, decree: int) -> list[NodeAddress]:
-        ps = self._primary
-        config = self._config
-        assert ps is not None and config is not None
-        nodes = list(config.secondaries)
-        nodes.extend(s.node for s in ps.learners.values() if s.needs_ack(decree))
-        return nodes
-
     def _try_commit(self) -> None:
         """Commit every decree that is durable here and acknowledged by all (PacificA 2PC)."""
         ps = self._primary
-        if ps is None or not self.lease_valid(self._now):
+        if ps is None or self._now >= self._lease_until:
             return
-        target = self.plist.last_committed_decree
-        while target < self.plist.max_decree:
-            decree = target + 1
-            entry = self.plist.get(decree)
-            if entry is None:
-                violated(f"{self}: hole at decree {decree}")
-            if entry.ballot != self._ballot:
-                violated(f"{self}: uncommitted {decree} from an older ballot")
-            if not self._is_durable(entry):
-                break
-            acked = ps.acks.get(decree, set())
-            if any(node not in acked for node in self._required_acks(decree)):
-                break
-            target = decree
-        if target > self.plist.last_committed_decree:
+        plist = self.plist
+        committed = target = plist.last_committed_decree
+        max_decree = plist.max_decree
+        if target < max_decree:
+            config = self._config
+            assert config is not None
+            secondaries = config.secondaries
+            learners = ps.learners
+            unsynced = self._unsynced_count
+            ballot = self._ballot
+            while target < max_decree:
+                decree = target + 1
+                entry = plist.get(decree)
+                if entry is None:
+                    violated(f"{self}: hole at decree {decree}")
+                if entry.ballot != ballot:
+                    violated(f"{self}: uncommitted {decree} from an older ballot")
+                if (entry.ballot, entry.decree) in unsynced:
+                    break  # not durable here yet (_is_durable)
+                acked = ps.acks.get(decree, _NO_ACKS)
+                if not acked.issuperset(secondaries):
+                    break
+                if learners and any(s.node not in acked for s in learners.values() if s.needs_ack(decree)):
+                    break
+                target = decree
+        if target > committed:
             self._commit_to(target)
         self._pump_writes()
 
     def _commit_to(self, decree: int) -> None:
         """Move the commit point and hand the newly committed mutations to the runtime to apply."""
         ps = self._primary
+        apply = self._o.apply
         for mutation in self.plist.commit(decree):
             tokens: tuple[ClientToken, ...] = ()
             if ps is not None:
-                tokens = ps.tokens.pop(mutation.decree, ())
-                ps.acks.pop(mutation.decree, None)
-                ps.sent_tick.pop(mutation.decree, None)
-                require(
-                    not tokens or len(tokens) == len(mutation.writes),
-                    f"{self}: {len(tokens)} tokens for {len(mutation.writes)} writes at {mutation.decree}",
-                )
-            self._o.apply.append(Apply(mutation, tokens))
-        self._confirmed = max(self._confirmed, self.plist.last_committed_decree)
+                committed = mutation.decree
+                tokens = ps.tokens.pop(committed, ())
+                ps.acks.pop(committed, None)
+                ps.sent_tick.pop(committed, None)
+                if tokens and len(tokens) != len(mutation.writes):
+                    violated(f"{self}: {len(tokens)} tokens for {len(mutation.writes)} writes at {committed}")
+            apply.append(Apply(mutation, tokens))
+        committed_decree = self.plist.last_committed_decree
+        if self._confirmed < committed_decree:
+            self._confirmed = committed_decree
 
     def _primary_tick(self) -> None:
         ps = self._primary
@@ -838,7 +866,7 @@ class Replica:
     def _on_prepare_ack(self, sender: NodeAddress, ack: PrepareAck) -> None:
         ps = self._primary
         config = self._config
-        if self._status != PartitionStatus.PRIMARY or ps is None or config is None:
+        if self._status != _PRIMARY or ps is None or config is None:
             return
         if ack.ballot > self._ballot:
             self._o.request_config_sync = True  # someone knows a newer configuration: we may be deposed
@@ -851,7 +879,7 @@ class Replica:
             return
         if session is not None:
             session.last_heard_tick = self._now
-        if ack.outcome == PrepareOutcome.OK:
+        if ack.outcome == _OK:
             acked = ps.acks.get(ack.decree)
             if acked is not None:
                 acked.add(sender)
@@ -876,12 +904,12 @@ class Replica:
         for decree in range(from_decree, self.plist.max_decree + 1):
             entry = self.plist.get(decree)
             assert entry is not None
-            self._send_prepare(node, self._rebrand(entry))
+            self._send_prepare(node, self._prepare_message(self._rebrand(entry)))
 
     def _on_group_check_ack(self, sender: NodeAddress, ack: GroupCheckAck) -> None:
         ps = self._primary
         config = self._config
-        if self._status != PartitionStatus.PRIMARY or ps is None or config is None:
+        if self._status != _PRIMARY or ps is None or config is None:
             return
         if ack.ballot > self._ballot:
             self._o.request_config_sync = True
@@ -889,7 +917,7 @@ class Replica:
         session = ps.learners.get(sender)
         if session is not None and ack.learner_signature == session.signature:
             session.last_heard_tick = self._now
-        if ack.outcome == PrepareOutcome.OK:
+        if ack.outcome == _OK:
             return
         if sender in config.secondaries and ack.ballot == self._ballot:
             self._propose_removal(sender)
@@ -924,7 +952,7 @@ class Replica:
 
     def _session_waiting_for(self, request_id: int) -> LearnerSession | None:
         ps = self._primary
-        if self._status != PartitionStatus.PRIMARY or ps is None or request_id == 0:
+        if self._status != _PRIMARY or ps is None or request_id == 0:
             return None
         for session in ps.learners.values():
             if session.pending_request_id == request_id:
@@ -933,7 +961,7 @@ class Replica:
 
     def _on_learn_request(self, sender: NodeAddress, request: LearnRequest) -> None:
         ps = self._primary
-        if self._status != PartitionStatus.PRIMARY or ps is None:
+        if self._status != _PRIMARY or ps is None:
             self._refuse_learner(sender, request.signature, request.attempt)
             return
         if request.ballot > self._ballot:
@@ -1007,7 +1035,7 @@ class Replica:
                 ballot=self._ballot,
                 signature=session.signature,
                 attempt=session.attempt,
-                outcome=PrepareOutcome.OK,
+                outcome=_OK,
                 kind=kind,
                 mutations=[self._rebrand(m) for m in mutations],
                 primary_committed_decree=self.plist.last_committed_decree,
@@ -1038,11 +1066,7 @@ class Replica:
         session = ps.learners.get(sender) if ps is not None else None
         if ps is not None and self._config is not None and sender in self._config.members:
             return  # a late duplicate from a learner that has been upgraded meanwhile
-        if (
-            self._status != PartitionStatus.PRIMARY
-            or session is None
-            or session.signature != notice.signature
-        ):
+        if self._status != _PRIMARY or session is None or session.signature != notice.signature:
             self._refuse_learner(sender, notice.signature, notice.attempt)
             return
         session.last_heard_tick = self._now
@@ -1069,7 +1093,7 @@ class Replica:
             confirmed_decree=self._confirmed,
             last_committed_decree=self.plist.last_committed_decree,
         )
-        if outcome == PrepareOutcome.OK:
+        if outcome == _OK:
             # An OK promises the mutation is durable here: it must not overtake the fsync.
             self._o.send_after_persist.append(Outbound(to, ack))
         else:
@@ -1078,10 +1102,8 @@ class Replica:
     def _on_prepare(self, sender: NodeAddress, message: Prepare) -> None:
         config = message.config
         mutation = message.mutation
-        require(
-            mutation.ballot == config.ballot,
-            f"{self}: prepare of ballot {mutation.ballot} under {config.ballot}",
-        )
+        if mutation.ballot != config.ballot:
+            violated(f"{self}: prepare of ballot {mutation.ballot} under {config.ballot}")
         if self._status == PartitionStatus.ERROR:
             self._ack_prepare(sender, mutation.decree, PrepareOutcome.NOT_MEMBER)
             return
@@ -1099,17 +1121,13 @@ class Replica:
                 self._o.request_config_sync = True
                 return
             self._adopt(config)
-        if (
-            self._status != PartitionStatus.SECONDARY
-            or self._config is None
-            or self._config.primary != sender
-        ):
+        if self._status != _SECONDARY or self._config is None or self._config.primary != sender:
             self._ack_prepare(sender, mutation.decree, PrepareOutcome.NOT_MEMBER)
             return
         self._observe_commit_point(message.last_committed_decree)
         decree = mutation.decree
         if decree <= self._confirmed:
-            self._ack_prepare(sender, decree, PrepareOutcome.OK)
+            self._ack_prepare(sender, decree, _OK)
         elif decree == self._confirmed + 1:
             if not self.plist.has_room_for(decree):
                 self._ack_prepare(sender, decree, PrepareOutcome.FULL)
@@ -1117,7 +1135,7 @@ class Replica:
             if self.plist.prepare(mutation):
                 self._persist(mutation)
             self._confirmed = decree
-            self._ack_prepare(sender, decree, PrepareOutcome.OK)
+            self._ack_prepare(sender, decree, _OK)
         else:
             self._ack_prepare(sender, decree, PrepareOutcome.GAP)
 
@@ -1148,13 +1166,9 @@ class Replica:
                 self._o.request_config_sync = True
                 return
             self._adopt(config)
-        if (
-            self._status == PartitionStatus.SECONDARY
-            and self._config is not None
-            and self._config.primary == sender
-        ):
+        if self._status == _SECONDARY and self._config is not None and self._config.primary == sender:
             self._observe_commit_point(message.last_committed_decree)
-            self._ack_group_check(sender, PrepareOutcome.OK, 0)
+            self._ack_group_check(sender, _OK, 0)
         else:
             self._ack_group_check(sender, PrepareOutcome.NOT_MEMBER, 0)
 
@@ -1177,8 +1191,7 @@ class Replica:
         config = message.config
         signature = message.learner_signature
         if self.me in config.members or (
-            self._status in (PartitionStatus.PRIMARY, PartitionStatus.SECONDARY)
-            and config.ballot == self._ballot
+            self._status in (_PRIMARY, _SECONDARY) and config.ballot == self._ballot
         ):
             self._ack_group_check(sender, PrepareOutcome.NOT_MEMBER, signature)
             return
@@ -1187,17 +1200,17 @@ class Replica:
             self._ballot = config.ballot
             self._config = config
             self._observe_learned_commit_point(message.last_committed_decree)
-            self._ack_group_check(sender, PrepareOutcome.OK, signature)
+            self._ack_group_check(sender, _OK, signature)
             return
         # Start learning (PacificA "adding a replica"): keep what is committed, drop the rest.
         self._drop_roles()
-        self._status = PartitionStatus.POTENTIAL_SECONDARY
+        self._status = _LEARNER
         self._ballot = config.ballot
         self._config = config
         self.plist.truncate_uncommitted()
         self._confirmed = self.plist.last_committed_decree
         self._learner = LearnerState(primary=sender, signature=signature, attempt=1)
-        self._ack_group_check(sender, PrepareOutcome.OK, signature)
+        self._ack_group_check(sender, _OK, signature)
         self._send_learn_request(restart=True)
 
     def _send_learn_request(self, *, restart: bool = False) -> None:
@@ -1254,7 +1267,7 @@ class Replica:
             or response.attempt != learner.attempt
         ):
             return
-        if response.outcome != PrepareOutcome.OK:
+        if response.outcome != _OK:
             self._become_inactive()  # the primary dropped this session; meta will add a learner again
             return
         if learner.phase != LearnerPhase.REQUESTING:
@@ -1362,7 +1375,7 @@ class Replica:
                     return
                 learner.held[decree] = mutation
                 self._persist(mutation)
-        self._ack_prepare(sender, decree, PrepareOutcome.OK)
+        self._ack_prepare(sender, decree, _OK)
         if learner.phase == LearnerPhase.COMPLETE:
             self._merge_held(learner)
         self._observe_learned_commit_point(message.last_committed_decree)
@@ -1396,15 +1409,18 @@ class Replica:
 
     def _persist(self, mutation: Mutation, *, force: bool = False) -> None:
         key = (mutation.ballot, mutation.decree)
-        if self._unsynced_count[key] and not force:
+        counts = self._unsynced_count
+        count = counts.get(key, 0)
+        if count and not force:
             return  # the earlier append of the very same mutation is still on its way to disk
-        self._log_max_decree = max(self._log_max_decree, mutation.decree)
+        if mutation.decree > self._log_max_decree:
+            self._log_max_decree = mutation.decree
         self._o.persist.append(mutation)
         self._unsynced.append(key)
-        self._unsynced_count[key] += 1
+        counts[key] = count + 1
 
     def _is_durable(self, mutation: Mutation) -> bool:
-        return self._unsynced_count[(mutation.ballot, mutation.decree)] == 0
+        return (mutation.ballot, mutation.decree) not in self._unsynced_count
 
     def _rebrand(self, mutation: Mutation) -> Mutation:
         if mutation.ballot == self._ballot:
@@ -1417,31 +1433,32 @@ class Replica:
         return request_id
 
     def _check_invariants(self) -> None:
-        # Runs after every event: each message is formatted only when its check fails (violated()).
+        # Runs after every event, O(1) but for the tokens of the mutations in two-phase commit (at
+        # most max_inflight_mutations): each message is formatted only when its check fails.
         plist = self.plist
-        if not plist.last_committed_decree <= self._confirmed <= plist.max_decree:
-            violated(
-                f"{self}: confirmed {self._confirmed} beyond "
-                f"[{plist.last_committed_decree}, {plist.max_decree}]"
-            )
-        if (self._primary is not None) != (self._status == PartitionStatus.PRIMARY):
-            violated(f"{self}: primary state")
-        if (self._learner is not None) != (self._status == PartitionStatus.POTENTIAL_SECONDARY):
-            violated(f"{self}: learner state")
+        committed = plist.last_committed_decree
+        max_decree = plist.max_decree
+        confirmed = self._confirmed
+        status = self._status
         ps = self._primary
+        if not committed <= confirmed <= max_decree:
+            violated(f"{self}: confirmed {confirmed} beyond [{committed}, {max_decree}]")
+        if (ps is not None) != (status == _PRIMARY):
+            violated(f"{self}: primary state")
+        if (self._learner is not None) != (status == _LEARNER):
+            violated(f"{self}: learner state")
         if ps is not None:
             config = self._config
             if config is None or config.primary != self.me:
                 violated(f"{self}: primary not named by its config")
             if config.ballot != self._ballot:
                 violated(f"{self}: config ballot differs")
-            if self._confirmed != plist.max_decree:
+            if confirmed != max_decree:
                 violated(f"{self}: primary confirmed below its max decree")
-            if plist.uncommitted_count > plist.capacity:
-                violated(f"{self}: {plist.uncommitted_count} uncommitted mutations")
-            if ps.tokens and min(ps.tokens) <= plist.last_committed_decree:
-                violated(f"{self}: tokens kept for committed decree {min(ps.tokens)}")
-        if self._status == PartitionStatus.SECONDARY and (
-            self._config is None or self._config.ballot != self._ballot
-        ):
+            if max_decree - committed > plist.capacity:
+                violated(f"{self}: {max_decree - committed} uncommitted mutations")
+            tokens = ps.tokens
+            if tokens and min(tokens) <= committed:
+                violated(f"{self}: tokens kept for committed decree {min(tokens)}")
+        elif status == _SECONDARY and (self._config is None or self._config.ballot != self._ballot):
             violated(f"{self}: secondary config")

@@ -18,7 +18,7 @@ worker thread: it may visit thousands of records (a 100-record multi_get took ~9
 from __future__ import annotations
 
 from pegasus_kv.core.errors import PartitionMismatchError
-from pegasus_kv.core.hashing import partition_index
+from pegasus_kv.core.hashing import check_partition_count, crc64_nvme
 from pegasus_kv.core.ids import Gpid
 from pegasus_kv.core.messages import (
     WRITE_REQUEST_TYPES,
@@ -73,6 +73,8 @@ _HASH_KEY = (
     MultiGetRequest,
     SortKeyCountRequest,
 )
+_SINGLE_KEY_TYPES: frozenset[type] = frozenset(_SINGLE_KEY)
+_HASH_KEY_TYPES: frozenset[type] = frozenset(_HASH_KEY)
 
 
 def routing_keys(request: Message) -> list[tuple[bytes, bytes]]:
@@ -89,11 +91,28 @@ def routing_keys(request: Message) -> list[tuple[bytes, bytes]]:
 
 
 def check_partition(gpid: Gpid, request: Message, partition_count: int) -> None:
-    """Raise PartitionMismatchError if a key of `request` does not hash to gpid's partition."""
-    for hash_key, sort_key in routing_keys(request):
-        index = partition_index(hash_key, sort_key, partition_count)
-        if index != gpid.partition_index:
-            raise PartitionMismatchError(
-                f"the key hashes to partition {gpid.app_id}.{index} of {partition_count}, "
-                f"not {gpid}: refresh the configuration"
-            )
+    """Raise PartitionMismatchError if a key of `request` does not hash to gpid's partition.
+
+    Every client request passes here: the common shapes (one key, one hash key) are tested by
+    exact type and hashed without building the routing_keys list; the hash is the client's
+    (core/hashing.py partition_index: of the hash key, or of the sort key when it is empty)."""
+    mask = partition_count - 1
+    if partition_count <= 0 or partition_count & mask:
+        check_partition_count(partition_count)  # raises: not a power of two
+    kind = type(request)
+    if kind in _SINGLE_KEY_TYPES:
+        hash_key: bytes = request.hash_key  # type: ignore[attr-defined]
+        _check_index(gpid, crc64_nvme(hash_key or request.sort_key) & mask, partition_count)  # type: ignore[attr-defined]
+    elif kind in _HASH_KEY_TYPES:
+        _check_index(gpid, crc64_nvme(request.hash_key) & mask, partition_count)  # type: ignore[attr-defined]
+    else:
+        for hash_key, sort_key in routing_keys(request):
+            _check_index(gpid, crc64_nvme(hash_key or sort_key) & mask, partition_count)
+
+
+def _check_index(gpid: Gpid, index: int, partition_count: int) -> None:
+    if index != gpid.partition_index:
+        raise PartitionMismatchError(
+            f"the key hashes to partition {gpid.app_id}.{index} of {partition_count}, "
+            f"not {gpid}: refresh the configuration"
+        )

@@ -51,16 +51,21 @@ class ReadyTarget(Protocol):
 
 
 def execute_node_ready(out: NodeReady, target: ReadyTarget) -> None:
-    for gpid in out.created:
-        target.create_runtime(gpid)
+    # Runs for every core event: empty fields (most of them, most of the time) cost a truth test.
+    if out.created:
+        for gpid in out.created:
+            target.create_runtime(gpid)
     for gpid, ready in out.replicas.items():
         execute_ready(gpid, ready, target)
-    for message in out.to_meta:
-        target.send_to_meta(message)
-    for outbound in out.send:
-        target.send_to_peer(outbound)
-    for gpid in out.dropped:
-        target.drop_runtime(gpid)
+    if out.to_meta:
+        for message in out.to_meta:
+            target.send_to_meta(message)
+    if out.send:
+        for outbound in out.send:
+            target.send_to_peer(outbound)
+    if out.dropped:
+        for gpid in out.dropped:
+            target.drop_runtime(gpid)
 
 
 def execute_ready(gpid: Gpid, ready: Ready, target: ReadyTarget) -> None:
@@ -78,12 +83,18 @@ def execute_ready(gpid: Gpid, ready: Ready, target: ReadyTarget) -> None:
             for token in item.tokens:
                 target.refuse_write(token, ErrorCode.NOT_PRIMARY, f"replica {gpid} is gone")
         return
-    runtime.persist(ready.persist)
-    for outbound in ready.send:
-        target.send_to_peer(outbound)
-    runtime.send_after_persist(ready.send_after_persist)
-    runtime.apply(ready.apply)
-    for reply in ready.replies:
-        target.refuse_write(reply.token, reply.code, "")
-    for request in ready.requests:
-        target.start_request(runtime, request)
+    if ready.persist:
+        runtime.persist(ready.persist)
+    if ready.send:
+        for outbound in ready.send:
+            target.send_to_peer(outbound)
+    if ready.send_after_persist:
+        runtime.send_after_persist(ready.send_after_persist)
+    if ready.apply:
+        runtime.apply(ready.apply)
+    if ready.replies:
+        for reply in ready.replies:
+            target.refuse_write(reply.token, reply.code, "")
+    if ready.requests:
+        for request in ready.requests:
+            target.start_request(runtime, request)

@@ -148,11 +148,6 @@ class Recovered:
 
 
 @dataclasses.dataclass(slots=True)
-class _ApplyJob:
-    item: Apply
-
-
-@dataclasses.dataclass(slots=True)
 class _CallJob:
     function: Callable[[PartitionStore], object]
     done: asyncio.Future[object]
@@ -177,7 +172,8 @@ class _ThreadApplyJob:
     items: list[Apply]
 
 
-_StoreJob = _ApplyJob | _CallJob | _InstallJob | _RecordAppliedJob | _ThreadApplyJob
+# A committed mutation to apply is queued as the Apply itself (one per mutation: no wrapper).
+_StoreJob = Apply | _CallJob | _InstallJob | _RecordAppliedJob | _ThreadApplyJob
 
 
 class ReplicaRuntime:
@@ -204,6 +200,7 @@ class ReplicaRuntime:
         self._store: PartitionStore | None = None
         self._log: MutationLog | None = None
         self._opened: asyncio.Future[None] = self._loop.create_future()
+        self._is_open = False  # _opened has its result: read on every apply and read, so kept apart
         # Persist side.
         self._persist_queue: collections.deque[EncodedMutation] = collections.deque()  # log is full
         self._persisted_count = 0  # mutations handed to persist, ever
@@ -236,7 +233,7 @@ class ReplicaRuntime:
 
     @property
     def is_open(self) -> bool:
-        return self._opened.done() and not self._opened.cancelled() and self._opened.exception() is None
+        return self._is_open
 
     @property
     def failed(self) -> bool:
@@ -287,6 +284,7 @@ class ReplicaRuntime:
             self._apply_handed_decree = recovered.last_committed_decree
         self._applied_decree = recovered.last_committed_decree
         self._opened.set_result(None)
+        self._is_open = True
         self._submit_queued()  # what was persisted while the files were being opened
         self._run_store_jobs()  # and what was applied meanwhile
         return recovered
@@ -468,18 +466,17 @@ class ReplicaRuntime:
     # --- 4. apply, and every other store job ----------------------------------------------------
 
     def apply(self, items: Sequence[Apply]) -> None:
+        jobs = self._store_jobs
         for item in items:
             decree = item.mutation.decree
             if self._failure is not None or self._closing:
                 for token in item.tokens:
                     self._host.refuse_write(token, ErrorCode.STORAGE, self._failure or "replica closing")
                 continue
-            invariant(
-                decree == self._apply_handed_decree + 1,
-                f"{self}: apply of decree {decree} after {self._apply_handed_decree}",
-            )
+            if decree != self._apply_handed_decree + 1:  # per apply: the message only on failure
+                violated(f"{self}: apply of decree {decree} after {self._apply_handed_decree}")
             self._apply_handed_decree = decree
-            self._store_jobs.append(_ApplyJob(item))
+            jobs.append(item)
         self._run_store_jobs()
 
     async def call_store(self, function: Callable[[PartitionStore], _T]) -> _T:
@@ -510,14 +507,14 @@ class ReplicaRuntime:
             and not self._store_stopped
         ):
             job = jobs[0]
-            if isinstance(job, _ApplyJob):
+            if isinstance(job, Apply):
                 batch: list[Apply] = []
                 while jobs and len(batch) < max_batch:
                     head = jobs[0]
-                    if not isinstance(head, _ApplyJob):
+                    if not isinstance(head, Apply):
                         break
                     jobs.popleft()
-                    batch.append(head.item)
+                    batch.append(head)
                 self._apply_on_loop(batch)
                 continue
             jobs.popleft()
@@ -585,13 +582,15 @@ class ReplicaRuntime:
         self._maybe_record_applied()
 
     def _answer_applied(self, batch: list[Apply], replies: list[list[Message]]) -> None:
+        answer = self._host.answer_write
         for item, item_replies in zip(batch, replies, strict=False):
-            self.applied_mutations += 1
             if item.tokens:  # only the primary that queued the writes has tokens (ready.py)
                 for token, reply in zip(item.tokens, item_replies, strict=True):
-                    self._host.answer_write(token, reply)
+                    answer(token, reply)
+        self.applied_mutations += len(replies)
         self._applied_decree = self.store.last_applied_decree
-        self._wake_readers()
+        if self._applied_waiters:
+            self._wake_readers()
 
     def _refuse_unapplied(self, items: list[Apply], error: BaseException) -> None:
         for item in items:
@@ -698,13 +697,14 @@ class ReplicaRuntime:
             if not waiter.done():
                 waiter.set_result(None)
 
-    def read_now(self, request: Message) -> Message:
-        """Serve a read on the event loop (point reads only; client_requests.py)."""
+    def read_now(self, request: Message, *, validated: bool = False) -> Message:
+        """Serve a read on the event loop (point reads only; client_requests.py). validated=True:
+        the caller ran validate_read on it already."""
         self._check_usable()
         store = self._store
         if store is None:
             raise NotPrimaryError(f"{self.gpid} has no store right now")
-        return store.read(request)
+        return store.read(request, validated=validated)
 
     async def read_in_thread(self, request: Message) -> Message:
         self._check_usable()
@@ -774,8 +774,8 @@ class ReplicaRuntime:
         self._held.clear()
         while self._store_jobs:
             job = self._store_jobs.popleft()
-            if isinstance(job, _ApplyJob):
-                for token in job.item.tokens:
+            if isinstance(job, Apply):
+                for token in job.tokens:
                     self._host.refuse_write(token, code, reason)
             elif isinstance(job, _ThreadApplyJob):
                 for item in job.items:

@@ -17,8 +17,9 @@ Requests (one RPC port, DESIGN.md section 6), dispatched by message type:
 - ReplicaEnvelope (one-way, from peers) and ConfigCommand (one-way, from meta) -> node.on_message.
 - Client writes: validated (core/validation.py: a bad write gets its typed error and never reaches
   the log), checked to hash to the frame's partition, then given to the core with a token; the RPC
-  answer is a future resolved with the store's reply once the mutation is applied, or with the
-  error the core or the runtime reports (write_waiters.py).
+  answer is a PendingReply (rpc_server.py) completed with the store's reply once the mutation is
+  applied, or with the error the core or the runtime reports (write_waiters.py): the reply is
+  framed right then, with no future and no done-callback in between.
 - Client reads: the core admits them (primary, lease valid at the current real tick, reconciliation
   done), the keys must hash here, and the read waits until every apply handed out before it reached
   the store; point reads run inline, the rest in a worker thread (client_requests.py).
@@ -69,7 +70,7 @@ from pegasus_kv.metrics.endpoint import MetricsEndpoint
 from pegasus_kv.metrics.replica import ReplicaMetrics, ReplicaSample
 from pegasus_kv.replication.connection_pool import ConnectionPool
 from pegasus_kv.replication.pacifica.config import PartitionStatus
-from pegasus_kv.replication.pacifica.messages import REPLICA_MESSAGE_TYPES
+from pegasus_kv.replication.pacifica.messages import REPLICA_MESSAGE_TYPES, PrepareAck
 from pegasus_kv.replication.pacifica.meta_messages import (
     BeaconResponse,
     ConfigCommand,
@@ -108,7 +109,7 @@ from pegasus_kv.replication.replica.ready_executor import execute_node_ready
 from pegasus_kv.replication.replica.replica_runtime import ReplicaRuntime, RuntimeSettings
 from pegasus_kv.replication.replica.runtime_requests import RuntimeRequests
 from pegasus_kv.replication.replica.write_waiters import WriteObserver, WriteWaiters
-from pegasus_kv.replication.rpc_server import HandlerResult, RpcServer
+from pegasus_kv.replication.rpc_server import HandlerResult, PendingReply, RpcServer
 from pegasus_kv.replication.transport import format_address
 
 logger = logging.getLogger(__name__)
@@ -120,6 +121,7 @@ DROP_DRAIN_S = 1.0
 # Every this many ticks, every replica's role is compared with the last one logged.
 ROLE_SCAN_PERIOD_TICKS = 10
 _META_REPLIES = (BeaconResponse, ConfigSyncResponse, ConfigProposalResponse)
+_OK = ErrorCode.OK  # read per client read: a module global, not an enum class attribute lookup
 
 
 class ReplicaServer:
@@ -382,25 +384,29 @@ class ReplicaServer:
 
     # --- core events --------------------------------------------------------------------------
 
-    def _run_event(self, event: Callable[[ReplicaNode], NodeReady]) -> None:
-        """Run one core event and execute what it asks for (never awaits)."""
+    def _run_event(self, event: Callable[..., NodeReady], *args: object, roles: bool = True) -> None:
+        """Run one core event, event(node, *args), and execute what it asks for (never awaits).
+
+        roles=False for the events that never change a replica's role or ballot (client writes, log
+        durability): the per-event role bookkeeping is skipped for them."""
         node = self._node
         if node is None or self._stopping:
             return
         try:
-            out = event(node)
+            out = event(node, *args)
             execute_node_ready(out, self)
         except AssertionError as exc:  # a core or runtime invariant: a bug, nothing can be trusted
             self._fatal(exc)
             return
-        touched = [*out.created, *out.replicas]
-        if touched:
-            self._log_role_changes(touched)
+        if roles and (out.replicas or out.created):
+            self._log_role_changes([*out.created, *out.replicas])
 
-    def _deliver(self, runtime: ReplicaRuntime, event: Callable[[ReplicaNode], NodeReady]) -> None:
+    def _deliver(
+        self, runtime: ReplicaRuntime, event: Callable[..., NodeReady], *args: object, roles: bool = True
+    ) -> None:
         """An event about `runtime`'s replica, dropped if another runtime hosts it now (or none)."""
         if self._runtimes.get(runtime.gpid) is runtime:
-            self._run_event(event)
+            self._run_event(event, *args, roles=roles)
 
     def _log_role_changes(self, gpids: list[Gpid]) -> None:
         node = self._node
@@ -516,8 +522,7 @@ class ReplicaServer:
     # --- RuntimeHost (replica_runtime.py) -----------------------------------------------------
 
     def on_log_durable(self, runtime: ReplicaRuntime, ballot: int, decree: int) -> None:
-        gpid = runtime.gpid
-        self._deliver(runtime, lambda node: node.on_log_durable(gpid, ballot, decree))
+        self._deliver(runtime, ReplicaNode.on_log_durable, runtime.gpid, ballot, decree, roles=False)
 
     def answer_write(self, token: ClientToken, reply: Message) -> None:
         self._waiters.answer(token, reply)
@@ -578,8 +583,11 @@ class ReplicaServer:
         kind = type(message)
         if kind is ReplicaEnvelope:
             assert isinstance(message, ReplicaEnvelope)
-            envelope = message
-            self._run_event(lambda node: node.on_message(envelope.sender, envelope.message))
+            inner = message.message
+            # An acknowledgement never changes a replica's role (replica.py _on_prepare_ack).
+            self._run_event(
+                ReplicaNode.on_message, message.sender, inner, roles=type(inner) is not PrepareAck
+            )
             return None
         if kind is ConfigCommand:
             self._run_event(lambda node: node.on_message(peer, message))
@@ -612,7 +620,7 @@ class ReplicaServer:
             raise
         return meter.track(started_s, result)
 
-    def _metered_write(self, gpid: Gpid | None, request: Message) -> asyncio.Future[Message]:
+    def _metered_write(self, gpid: Gpid | None, request: Message) -> PendingReply:
         """_client_write with its latency and errors counted per operation and table. Once the write
         waits, the waiter table observes its end (write_waiters.py): cheaper than a done-callback."""
         meter = self.metrics.meter(type(request), -1 if gpid is None else gpid.app_id)
@@ -629,15 +637,19 @@ class ReplicaServer:
         request: Message,
         observer: WriteObserver | None = None,
         started_s: float = 0.0,
-    ) -> asyncio.Future[Message]:
+    ) -> PendingReply:
+        """Queue a client write for the core; its answer goes straight to the connection it came on
+        (a PendingReply the waiter table completes: no future, no done-callback)."""
         if gpid is None:
             raise InvalidArgumentError("a data request must name its partition (gpid)")
-        node = self.node
+        node = self._node
+        assert node is not None  # _handle answers ShuttingDownError before
         if gpid not in self._runtimes or node.replica(gpid) is None:
             raise NotPrimaryError(f"partition {gpid} is not served here")
         validate_write(request)
         self._check_partition(gpid, request)
-        token, future = self._waiters.add(gpid, observer, started_s)
+        reply = PendingReply()
+        token = self._waiters.add_sink(gpid, reply, observer, started_s)
         write = QueuedWrite(token, request, time.time_ns() // 1000, len(msgspec.msgpack.encode(request)))  # type: ignore[arg-type]
         inbox = self._write_inbox.get(gpid)
         if inbox is None:
@@ -646,7 +658,7 @@ class ReplicaServer:
         if not self._inbox_flush_scheduled:
             self._inbox_flush_scheduled = True
             asyncio.get_running_loop().call_soon(self._flush_write_inbox)
-        return future
+        return reply
 
     def _flush_write_inbox(self) -> None:
         """Hand the writes gathered in this loop pass to the core, one event per partition, so the
@@ -654,17 +666,18 @@ class ReplicaServer:
         self._inbox_flush_scheduled = False
         inbox, self._write_inbox = self._write_inbox, {}
         for gpid, writes in inbox.items():
-            self._run_event(lambda node: node.on_client_writes(gpid, writes))  # noqa: B023 - runs at once
+            self._run_event(ReplicaNode.on_client_writes, gpid, writes, roles=False)
 
     def _client_read(self, gpid: Gpid | None, request: Message) -> Message | Awaitable[Message]:
         if gpid is None:
             raise InvalidArgumentError("a data request must name its partition (gpid)")
-        node = self.node
+        node = self._node
+        assert node is not None  # _handle answers ShuttingDownError before
         runtime = self._runtimes.get(gpid)
         if runtime is None:
             raise NotPrimaryError(f"partition {gpid} is not served here")
         code = node.check_read(gpid)
-        if code != ErrorCode.OK:
+        if code != _OK:
             raise error_from_code(code, f"partition {gpid} cannot serve reads here now ({code.name})")
         if self._current_tick() >= node.lease_valid_until:
             # The tick loop has not noticed yet, but the lease has lapsed in real time.
@@ -673,13 +686,13 @@ class ReplicaServer:
         self._check_partition(gpid, request)
         target = runtime.apply_handed_decree
         if reads_inline(request) and runtime.is_open and runtime.applied_through(target):
-            return runtime.read_now(request)
+            return runtime.read_now(request, validated=True)
         return self._read_later(runtime, request, target)
 
     async def _read_later(self, runtime: ReplicaRuntime, request: Message, target: int) -> Message:
         await runtime.wait_applied(target)
         if reads_inline(request):
-            return runtime.read_now(request)
+            return runtime.read_now(request, validated=True)
         return await runtime.read_in_thread(request)
 
 

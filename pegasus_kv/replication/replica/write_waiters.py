@@ -1,4 +1,4 @@
-"""Client writes waiting for their answer: ClientToken -> the future the RPC server listens to.
+"""Client writes waiting for their answer: ClientToken -> where the answer goes (a ReplySink).
 
 The replica core names a waiting write by an opaque token (ready.py ClientToken). The server
 allocates one per write it hands to the core, and the Ready says how it ends: the store's reply
@@ -9,6 +9,8 @@ sees the write.
 
 A write may come with an observer (the server's request metrics), told when the write is answered
 or refused: cheaper than another done-callback on the future, which asyncio would schedule apart.
+It may also bring the object its answer goes to (a ReplySink, e.g. the RPC server's PendingReply,
+which frames the reply on the spot) instead of the future made here.
 """
 
 from __future__ import annotations
@@ -24,6 +26,16 @@ from pegasus_kv.replication.pacifica.ready import ClientToken
 from pegasus_kv.replication.replica.invariants import invariant
 
 
+class ReplySink(Protocol):
+    """Where a write's answer goes: an asyncio future, or anything completed the same way."""
+
+    def done(self) -> bool: ...
+
+    def set_result(self, result: Message, /) -> None: ...
+
+    def set_exception(self, exception: BaseException, /) -> None: ...
+
+
 class WriteObserver(Protocol):
     """Told how a write ended; `started_s` is what it was added with (metrics/replica.py)."""
 
@@ -37,9 +49,7 @@ class WriteWaiters:
         invariant(max_waiting >= 1, "max_waiting must be positive")
         self.max_waiting = max_waiting
         self._tokens = itertools.count(1)
-        self._waiting: dict[
-            ClientToken, tuple[Gpid, asyncio.Future[Message], WriteObserver | None, float]
-        ] = {}
+        self._waiting: dict[ClientToken, tuple[Gpid, ReplySink, WriteObserver | None, float]] = {}
 
     def __len__(self) -> int:
         return len(self._waiting)
@@ -48,12 +58,19 @@ class WriteWaiters:
         self, gpid: Gpid, observer: WriteObserver | None = None, started_s: float = 0.0
     ) -> tuple[ClientToken, asyncio.Future[Message]]:
         """A new token and its future; raises BusyError when the table is full."""
-        if len(self._waiting) >= self.max_waiting:
-            raise BusyError(f"{len(self._waiting)} writes are waiting on this server")
-        token = next(self._tokens)
         future: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
-        self._waiting[token] = (gpid, future, observer, started_s)
-        return token, future
+        return self.add_sink(gpid, future, observer, started_s), future
+
+    def add_sink(
+        self, gpid: Gpid, sink: ReplySink, observer: WriteObserver | None = None, started_s: float = 0.0
+    ) -> ClientToken:
+        """A new token whose answer goes to `sink`; raises BusyError when the table is full."""
+        waiting = self._waiting
+        if len(waiting) >= self.max_waiting:
+            raise BusyError(f"{len(waiting)} writes are waiting on this server")
+        token = next(self._tokens)
+        waiting[token] = (gpid, sink, observer, started_s)
+        return token
 
     def answer(self, token: ClientToken, reply: Message) -> None:
         entry = self._waiting.pop(token, None)
