@@ -64,17 +64,16 @@ class PendingReply:
         return self._done
 
     def set_result(self, reply: Message, /) -> None:
+        self._complete(reply, None)
+
+    def set_exception(self, error: BaseException, /) -> None:
+        self._complete(None, error)
+
+    def _complete(self, reply: Message | None, error: BaseException | None) -> None:
         if self._done:
             raise asyncio.InvalidStateError("the reply was given already")
         self._done = True
         self._reply = reply
-        if self._connection is not None:
-            self._connection._pending_done(self)
-
-    def set_exception(self, error: BaseException, /) -> None:
-        if self._done:
-            raise asyncio.InvalidStateError("the reply was given already")
-        self._done = True
         self._error = error
         if self._connection is not None:
             self._connection._pending_done(self)
