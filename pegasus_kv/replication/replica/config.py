@@ -17,6 +17,7 @@ Example (only meta_servers and data_dir have no default; durations in seconds, t
 
     [log]
     fsync_policy = "group"             # group | always | none
+    shared_segment_bytes = 33554432    # policy group: the server's shared log rotates past this
 
 Environment overrides work as for the meta server (meta/toml_settings.py):
 PEGASUS_KV_REPLICA__PORT=34802, PEGASUS_KV_REPLICA__LOG__FSYNC_POLICY=none,
@@ -61,6 +62,11 @@ class LogConfig(_Strict):
     fsync_policy: Literal["group", "always", "none"] = "group"
     segment_bytes: Annotated[int, Field(ge=4096, le=1 << 34)] = 32 * MiB
     max_batch_bytes: Annotated[int, Field(ge=4096, le=1 << 30)] = 4 * MiB
+    # Under policy `group` every log's batch of a group-commit round is made durable by one write to
+    # the server's shared log (shared_log.py). Its segment rotates once the next round would take it
+    # past this; each rotation syncs every private log first, then deletes the older segments. So
+    # this bounds what a restart reads back (a few segments) against how often private logs sync.
+    shared_segment_bytes: Annotated[int, Field(ge=4096, le=1 << 34)] = 32 * MiB
 
 
 class StoreConfig(_Strict):

@@ -8,10 +8,12 @@ first decree tells an operator where each one starts.
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import os
 import re
 from pathlib import Path
 
+from pegasus_kv.core.errors import StorageError
 from pegasus_kv.core.ids import INVALID_DECREE
 
 SEGMENT_NAME = re.compile(r"^mlog\.(\d{10})\.(\d{1,20})$")
@@ -76,3 +78,20 @@ def read_exactly(fd: int, size: int, offset: int) -> bytes:
         offset += len(chunk)
         remaining -= len(chunk)
     return b"".join(chunks)
+
+
+def lock_directory(directory: Path, lock_file_name: str, what: str) -> int:
+    """Create `directory` if needed and take an exclusive flock on its lock file: one process owns a
+    log at a time. Returns the lock's descriptor (closing it releases the lock); StorageError when
+    the directory cannot be opened or another process holds it. `what` names the log in errors."""
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        lock_fd = os.open(directory / lock_file_name, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise StorageError(f"cannot open {what} directory {directory}: {exc}") from exc
+    try:
+        fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        os.close(lock_fd)
+        raise StorageError(f"{what} {directory} is in use by another process") from exc
+    return lock_fd

@@ -24,20 +24,33 @@ matters more than the syscall: the log-writer thread gives up the GIL for each c
 event loop is busy, waits for it afterwards (server_process.py), so each call saved is a wait saved
 on every log of every group-commit round. The cost on the disk is the same (O_DSYNC write 220-250 µs
 against write + fdatasync 210-230 µs for 3 KB on this ext4).
+
+Deferred sync (`defer_sync=True`, a replica server under policy `group`): the server's shared log
+(shared_log.py) makes every log's batch of a group-commit round durable with one write, so this log
+writes its batches without syncing (`write_unsynced`, which returns where each record went) and
+syncs only when asked (`sync_now`, before the shared log deletes a segment), at segment rotation
+and at close. After a power loss its tail may be missing or mangled; `open` first writes back the
+records the shared log kept for it (`_repair`), then replays as usual.
+
+Identity: each log directory holds a `LOG_ID` file with a random 64-bit id, made at the first open;
+the shared log names the log its records belong to by it. A replica made afresh gets a new id, so
+the records of a dropped replica of the same gpid never match it.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import enum
-import fcntl
 import functools
 import itertools
 import os
+import secrets
+import struct
 import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 from pegasus_kv.core.errors import StorageError
 from pegasus_kv.core.mutation import Mutation
@@ -52,6 +65,7 @@ from pegasus_kv.replication.replica.log_record import (
 from pegasus_kv.replication.replica.log_segment import (
     Segment,
     fsync_directory,
+    lock_directory,
     parse_segment_file_name,
     read_exactly,
     segment_file_name,
@@ -59,6 +73,8 @@ from pegasus_kv.replication.replica.log_segment import (
 )
 
 LOCK_FILE_NAME = "LOCK"
+LOG_ID_FILE_NAME = "LOG_ID"
+_LOG_ID = struct.Struct("<Q")
 
 
 def sync_data(fd: int) -> None:
@@ -97,11 +113,28 @@ class LogCounters:
     segments_deleted: int = 0
     superseded_records: int = 0  # discarded by rule 3 of the supersede rule (log_index.py)
     torn_tail_bytes_truncated: int = 0  # by the replay at open
+    repaired_records: int = 0  # written back from the shared log at open
     read_records: int = 0
     read_bytes: int = 0
 
     def snapshot(self) -> LogCounters:
         return dataclasses.replace(self)
+
+
+class Placement(NamedTuple):
+    """Where `write_unsynced` put one record: its segment (by sequence number), offset and bytes."""
+
+    segment_seq: int
+    offset: int
+    record: bytes
+
+
+class RepairRecord(NamedTuple):
+    """A record a shared log kept for a log (shared_log.py): where it goes, and its bytes."""
+
+    segment_seq: int
+    offset: int
+    payload: bytes  # one whole mutation-log record (log_record.py)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -129,13 +162,26 @@ def _itself(mutation: Mutation) -> Mutation:
 class SegmentedLog:
     """A directory of segment files holding one replica's mutation log."""
 
-    def __init__(self, directory: Path, segment_bytes: int, fsync_policy: FsyncPolicy, lock_fd: int) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        segment_bytes: int,
+        fsync_policy: FsyncPolicy,
+        lock_fd: int,
+        *,
+        log_id: int = 0,
+        defer_sync: bool = False,
+    ) -> None:
         invariant(segment_bytes > 0, "segment_bytes must be positive")
+        invariant(not defer_sync or fsync_policy is FsyncPolicy.GROUP, "deferred sync is for policy group")
         self.directory = directory
         self.segment_bytes = segment_bytes
         self.fsync_policy = fsync_policy
+        self.log_id = log_id  # what the shared log knows this log by (the LOG_ID file)
+        # Batches are written unsynced: a shared log makes them durable (see the module doc).
+        self.defer_sync = defer_sync
         # Opening flag of the active segment: O_DSYNC when the policy syncs every batch anyway.
-        self._sync_flag = 0 if fsync_policy is FsyncPolicy.NONE else _O_DSYNC
+        self._sync_flag = 0 if fsync_policy is FsyncPolicy.NONE or defer_sync else _O_DSYNC
         self.counters = LogCounters()
         # Told each segment fsync's duration in ns, on the thread that ran it (metrics).
         self.fsync_observer: Callable[[int], None] | None = None
@@ -152,31 +198,108 @@ class SegmentedLog:
     # --- open and replay ------------------------------------------------------------------------
 
     @classmethod
-    def open(cls, directory: Path, segment_bytes: int, fsync_policy: FsyncPolicy) -> SegmentedLog:
+    def open(
+        cls,
+        directory: Path,
+        segment_bytes: int,
+        fsync_policy: FsyncPolicy,
+        *,
+        defer_sync: bool = False,
+        shared_records: Callable[[int], Sequence[RepairRecord]] | None = None,
+    ) -> SegmentedLog:
         """Open (creating if needed) the log in `directory` and replay it into the index.
 
-        Truncates a torn tail; raises StorageError for a damaged record followed by valid ones, and
-        when another process holds the directory.
+        `shared_records(log_id)`, when given, returns what a shared log kept for this log: those
+        records are written back first (`_repair`). Truncates a torn tail; raises StorageError for a
+        damaged record followed by valid ones, and when another process holds the directory.
         """
+        lock_fd = lock_directory(directory, LOCK_FILE_NAME, "mutation log")
         try:
-            directory.mkdir(parents=True, exist_ok=True)
-            lock_fd = os.open(directory / LOCK_FILE_NAME, os.O_RDWR | os.O_CREAT, 0o644)
-        except OSError as exc:
-            raise StorageError(f"cannot open mutation log directory {directory}: {exc}") from exc
-        try:
-            fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
+            log_id = _read_or_make_log_id(directory, durable=fsync_policy is not FsyncPolicy.NONE)
+        except BaseException:
             os.close(lock_fd)
-            raise StorageError(f"mutation log {directory} is in use by another process") from exc
-        log = cls(directory, segment_bytes, fsync_policy, lock_fd)
+            raise
+        log = cls(directory, segment_bytes, fsync_policy, lock_fd, log_id=log_id, defer_sync=defer_sync)
         try:
+            if shared_records is not None:
+                log._repair(shared_records(log_id))
             log._replay()
         except BaseException:
             log._close_files()
             raise
         return log
 
-    def _replay(self) -> None:
+    def _repair(self, records: Sequence[RepairRecord]) -> None:
+        """Write back, at their places, the records a shared log kept for this log (shared_log.py).
+
+        A record of a segment below the lowest one on disk is skipped: this log's own collection
+        deleted that segment (synced at rotation, and wholly below a durable checkpoint). A missing
+        segment is created, named after the decree of its record at offset 0, which must be among
+        the records (else acknowledged records before them are gone: a hole, StorageError). Writing
+        the same bytes again is harmless, so a repair cut short by a crash is simply done again at
+        the next open. Every repaired file, then the directory, is fsynced before the replay.
+
+        Then the log is cut right after the last repaired record: a later segment file is deleted
+        and the segment of that record truncated at its end. Nothing there was acknowledged (an
+        append under the shared log is acknowledged once its round's shared append is durable, and
+        every later round that wrote to this log would be in the shared log too), but after a power
+        loss the page cache may have written those bytes back in any order, leaving damaged records
+        followed by valid ones, which the replay refuses as corruption.
+        """
+        if not records:
+            return
+        by_seq = {segment.seq: segment.path for segment in self._list_segments()}
+        lowest = min(by_seq) if by_seq else None
+        writes: dict[int, list[tuple[int, bytes]]] = {}
+        end: tuple[int, int] | None = None  # (segment seq, offset) just after the last record
+        for seq, offset, payload in records:
+            if lowest is not None and seq < lowest:
+                continue
+            record = parse_record_at(payload, 0)
+            if record is None or record.size_bytes != len(payload) or offset < 0:
+                raise StorageError(
+                    f"{self.directory}: the shared log's record for segment {seq} offset {offset} is not "
+                    "one whole mutation-log record"
+                )
+            writes.setdefault(seq, []).append((offset, payload))
+            end = (seq, offset + len(payload))
+        for seq, placed in writes.items():
+            path = by_seq.get(seq)
+            if path is None:
+                first = next((payload for offset, payload in placed if offset == 0), None)
+                first_record = parse_record_at(first, 0) if first is not None else None
+                if first_record is None:
+                    raise StorageError(
+                        f"{self.directory}: segment {seq} is missing and the shared log does not hold its "
+                        "first record; refusing to replay a log with a hole"
+                    )
+                path = self.directory / segment_file_name(seq, first_record.decree)
+            try:
+                segment_fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
+                try:
+                    for offset, payload in placed:
+                        _pwrite_all(segment_fd, payload, offset)
+                    if end is not None and seq == end[0]:
+                        os.ftruncate(segment_fd, end[1])
+                    os.fsync(segment_fd)
+                finally:
+                    os.close(segment_fd)
+            except OSError as exc:
+                raise StorageError(f"cannot repair {path} from the shared log: {exc}") from exc
+            self.counters.repaired_records += len(placed)
+        if end is not None:
+            for seq, path in sorted(by_seq.items()):
+                if seq > end[0]:
+                    try:
+                        path.unlink()
+                    except OSError as exc:
+                        raise StorageError(
+                            f"cannot delete {path}, written after the shared log: {exc}"
+                        ) from exc
+        if writes:
+            self._fsync_directory()
+
+    def _list_segments(self) -> list[Segment]:
         try:
             found: list[Segment] = []
             for entry in self.directory.iterdir():
@@ -185,6 +308,10 @@ class SegmentedLog:
                     found.append(Segment(seq=parsed[0], first_decree=parsed[1], path=entry))
         except OSError as exc:
             raise StorageError(f"cannot list mutation log {self.directory}: {exc}") from exc
+        return found
+
+    def _replay(self) -> None:
+        found = self._list_segments()
         found.sort(key=lambda segment: segment.seq)
         for previous, segment in itertools.pairwise(found):
             if previous.seq == segment.seq:
@@ -283,21 +410,51 @@ class SegmentedLog:
         Any I/O error leaves the files in an unknown state (after a failed fsync the kernel may have
         dropped the dirty pages), so the log fails for good and every later call raises.
         """
+        invariant(not self.defer_sync, "a log with deferred sync writes through write_unsynced")
+        self._write(batch, sync=True)
+
+    def write_unsynced(self, batch: Sequence[EncodedMutation]) -> list[Placement]:
+        """Write a batch in order without syncing it (deferred sync, see the module doc) and return
+        where each record went: it is acknowledgeable once a shared log holds those placements.
+        Fails for good on an I/O error, as write_batch does."""
+        invariant(self.defer_sync, "write_unsynced on a log that syncs its own batches")
+        return self._write(batch, sync=False)
+
+    def sync_now(self) -> None:
+        """Make everything written so far durable; a no-op once closed or when nothing is unsynced.
+
+        Tried on a failed log too (what it acknowledged before failing may be unsynced); a failed
+        fsync fails the log for good, as a failed write does."""
+        with self._lock:
+            if self._active_fd is None or self._unsynced_bytes == 0:
+                return
+            try:
+                self._fsync_active()
+            except OSError as exc:
+                self._failed = f"fsync failed: {exc}"
+                raise StorageError(f"mutation log {self.directory}: {self._failed}") from exc
+
+    def _write(self, batch: Sequence[EncodedMutation], *, sync: bool) -> list[Placement]:
         with self._lock:
             self._check_usable()
             try:
-                placed = self._write_and_sync(batch)
+                placed = self._write_and_sync(batch, sync=sync)
             except OSError as exc:
                 self._failed = f"write failed: {exc}"
                 raise StorageError(f"mutation log {self.directory}: {self._failed}") from exc
+            placements: list[Placement] = []
             for item, location in placed:
                 self._take_into_index(
                     item.mutation.decree, location, functools.partial(_itself, item.mutation)
                 )
+                placements.append(Placement(location.segment_seq, location.offset, item.record))
             self.counters.batches += 1
             self.counters.appended_records += len(batch)
+            return placements
 
-    def _write_and_sync(self, batch: Sequence[EncodedMutation]) -> list[tuple[EncodedMutation, Location]]:
+    def _write_and_sync(
+        self, batch: Sequence[EncodedMutation], *, sync: bool
+    ) -> list[tuple[EncodedMutation, Location]]:
         placed: list[tuple[EncodedMutation, Location]] = []
         buffered: list[bytes] = []
         for item in batch:
@@ -313,7 +470,7 @@ class SegmentedLog:
                 self._write_buffered(buffered)
                 self._fsync_active()
         self._write_buffered(buffered)
-        if self.fsync_policy is FsyncPolicy.GROUP:
+        if sync and self.fsync_policy is FsyncPolicy.GROUP:
             self._fsync_active()
         return placed
 
@@ -491,3 +648,44 @@ class SegmentedLog:
     def _fsync_directory(self) -> None:
         fsync_directory(self.directory)
         self.counters.directory_fsyncs += 1
+
+
+def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.pwrite(fd, view, offset)
+        view = view[written:]
+        offset += written
+
+
+def _read_or_make_log_id(directory: Path, *, durable: bool) -> int:
+    """The log's id from its LOG_ID file; made (random, non-zero) when there is none: written to a
+    temporary file, fsynced, renamed, the directory fsynced (skipped under policy `none`)."""
+    path = directory / LOG_ID_FILE_NAME
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        raise StorageError(f"cannot read {path}: {exc}") from exc
+    else:
+        if len(data) != _LOG_ID.size:
+            raise StorageError(f"{path} holds {len(data)} bytes, not a log id")
+        (log_id,) = _LOG_ID.unpack(data)
+        return int(log_id)
+    log_id = 0
+    while log_id == 0:  # 0 stands for "no id"
+        log_id = secrets.randbits(64)
+    temporary = directory / (LOG_ID_FILE_NAME + ".tmp")
+    try:
+        with open(temporary, "wb") as handle:
+            handle.write(_LOG_ID.pack(log_id))
+            handle.flush()
+            if durable:
+                os.fsync(handle.fileno())
+        os.replace(temporary, path)
+        if durable:
+            fsync_directory(directory)
+    except OSError as exc:
+        raise StorageError(f"cannot write {path}: {exc}") from exc
+    return log_id

@@ -16,17 +16,31 @@ Jobs of one log stay in order because the log submits its next batch only after 
 is done. Jobs block on the disk (write + fsync), so they run one after the other: a round of N
 batches takes N fsyncs, each acknowledging everything its log queued meanwhile (group commit).
 The queue is bounded by the logs: each has at most one batch in it.
+
+With a shared log (shared_log.py; a replica server under policy `group`) a round costs ONE flush,
+not N: every log hands its batch as (its SegmentedLog, the records) through `submit_shared`; the
+thread writes each batch into its private log without syncing, gathers where every record went, and
+appends them all to the shared log in one synced write; only then is every job of the round done. A
+failed private write fails its own job; a failed shared append fails every shared job of the round
+(and the shared log stays failed, so every later one fails too: the logs fail for good, as after a
+failed fsync). The thread keeps the private logs that wrote since the shared log's last collection
+(weakly: a closed, dropped log goes by itself) and syncs them when the shared log asks, before it
+deletes a segment.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import dataclasses
 import logging
 import threading
-from collections.abc import Callable
+import weakref
+from collections.abc import Callable, Sequence
 
 from pegasus_kv.replication.replica.invariants import invariant
+from pegasus_kv.replication.replica.log_store import EncodedMutation, SegmentedLog
+from pegasus_kv.replication.replica.shared_log import SharedLog, SharedRecord
 
 logger = logging.getLogger(__name__)
 
@@ -37,13 +51,24 @@ JobDone = Callable[[BaseException | None], None]
 MAX_QUEUED_JOBS = 100_000
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class _SharedBatch:
+    """A batch for a private log with deferred sync, made durable by the shared log's append."""
+
+    store: SegmentedLog
+    items: Sequence[EncodedMutation]
+
+
 class LogWriter:
-    def __init__(self, name: str, *, threads: int = 1) -> None:
+    def __init__(self, name: str, *, threads: int = 1, shared_log: SharedLog | None = None) -> None:
         invariant(threads >= 1, "a log writer needs a thread")
+        self.shared_log = shared_log
         self._loop = asyncio.get_running_loop()
         self._lock = threading.Lock()
         self._wakeup = threading.Condition(self._lock)
-        self._jobs: collections.deque[tuple[Job, JobDone]] = collections.deque()  # under _lock
+        self._jobs: collections.deque[tuple[Job | _SharedBatch, JobDone]] = collections.deque()  # under _lock
+        # Private logs that wrote through the shared log since its last collection (under _lock).
+        self._unsynced_logs: weakref.WeakSet[SegmentedLog] = weakref.WeakSet()
         self._results: list[tuple[JobDone, BaseException | None]] = []  # under _lock
         self._delivery_scheduled = False  # under _lock
         self._closing = False  # under _lock
@@ -65,6 +90,17 @@ class LogWriter:
             self._jobs.append((job, done))
             self._wakeup.notify()
 
+    def submit_shared(self, store: SegmentedLog, items: Sequence[EncodedMutation], done: JobDone) -> None:
+        """Write `items` into `store` (deferred sync) and make them durable through the shared log,
+        in one round with every batch queued with it; then done(error or None) on the event loop."""
+        invariant(self.shared_log is not None, "a shared batch for a writer with no shared log")
+        invariant(store.defer_sync, "a shared batch for a log that syncs its own batches")
+        with self._lock:
+            invariant(not self._closing, "a job submitted to a closed log writer")
+            invariant(len(self._jobs) < MAX_QUEUED_JOBS, "the log writer's queue is full")
+            self._jobs.append((_SharedBatch(store, items), done))
+            self._wakeup.notify()
+
     async def close(self) -> None:
         """Run what is queued, stop the thread. Idempotent."""
         with self._lock:
@@ -84,14 +120,7 @@ class LogWriter:
                     # the fsyncs of different logs overlap.
                     share = max(1, len(self._jobs) // len(self._threads))
                     jobs = [self._jobs.popleft() for _ in range(share)]
-                results: list[tuple[JobDone, BaseException | None]] = []
-                for job, done in jobs:
-                    try:
-                        job()
-                    except BaseException as exc:  # handed to the job's owner, who fails its log
-                        results.append((done, exc))
-                    else:
-                        results.append((done, None))
+                results = self._run_round(jobs)
                 with self._lock:
                     self._results.extend(results)
                     schedule = not self._delivery_scheduled
@@ -104,6 +133,50 @@ class LogWriter:
                 last = self._running == 0
             if last:
                 self._loop.call_soon_threadsafe(self._finish)
+
+    def _run_round(
+        self, jobs: list[tuple[Job | _SharedBatch, JobDone]]
+    ) -> list[tuple[JobDone, BaseException | None]]:
+        results: list[tuple[JobDone, BaseException | None]] = []
+        shared_records: list[SharedRecord] = []
+        shared_done: list[JobDone] = []
+        for job, done in jobs:
+            try:
+                if isinstance(job, _SharedBatch):
+                    placements = job.store.write_unsynced(job.items)
+                    with self._lock:
+                        self._unsynced_logs.add(job.store)
+                    log_id = job.store.log_id
+                    shared_records.extend(
+                        SharedRecord(log_id, seq, offset, record) for seq, offset, record in placements
+                    )
+                    shared_done.append(done)
+                    continue
+                job()
+            except BaseException as exc:  # handed to the job's owner, who fails its log
+                results.append((done, exc))
+            else:
+                results.append((done, None))
+        if shared_done:
+            shared_log = self.shared_log
+            assert shared_log is not None  # submit_shared checked it
+            error: BaseException | None = None
+            try:
+                shared_log.append(shared_records, self._sync_private_logs)
+            except BaseException as exc:  # every job of the round: none of them is durable
+                error = exc
+            results.extend((done, error) for done in shared_done)
+        return results
+
+    def _sync_private_logs(self) -> None:
+        """Sync every private log that wrote since the last collection (the shared log is about to
+        delete the segments holding their records). Taken out of the registry first: a log that
+        writes again meanwhile registers again, after the write this sync may or may not cover."""
+        with self._lock:
+            logs = list(self._unsynced_logs)
+            self._unsynced_logs = weakref.WeakSet()
+        for store in logs:
+            store.sync_now()
 
     def _deliver(self) -> None:
         with self._lock:

@@ -21,6 +21,12 @@ append costs no task, no lock and no extra pass of the event loop between its fs
 acknowledgement (profiling onebox: the task-and-condition writer put about eight loop passes, several
 milliseconds under load, between a prepare and its durability report).
 
+With a log writer that has a shared log (log_writer.py, shared_log.py) and policy `group`, the
+batch is written into this log without syncing and made durable by the server's shared log, one
+flush for every log's batch of a round: the log is opened with deferred sync (log_store.py) and
+hands the writer its store and records instead of a job. `open(..., shared_records=...)` first
+writes back what the shared log kept for this log (recovery after a power loss).
+
 Which record is live for a decree that was logged more than once is the supersede rule of
 log_index.py; the on-disk format is log_record.py; replay and torn tails are log_store.py.
 """
@@ -49,7 +55,13 @@ from pegasus_kv.core.errors import (
 from pegasus_kv.core.mutation import Mutation
 from pegasus_kv.replication.replica.invariants import invariant
 from pegasus_kv.replication.replica.log_record import encode_record
-from pegasus_kv.replication.replica.log_store import EncodedMutation, FsyncPolicy, LogCounters, SegmentedLog
+from pegasus_kv.replication.replica.log_store import (
+    EncodedMutation,
+    FsyncPolicy,
+    LogCounters,
+    RepairRecord,
+    SegmentedLog,
+)
 from pegasus_kv.replication.replica.log_writer import LogWriter
 
 __all__ = [
@@ -59,6 +71,7 @@ __all__ = [
     "LogCounters",
     "MutationLog",
     "MutationLogOptions",
+    "RepairRecord",
     "encode_for_log",
 ]
 
@@ -140,17 +153,31 @@ class MutationLog:
         *,
         executor: Executor | None = None,
         writer: LogWriter | None = None,
+        shared_records: Callable[[int], Sequence[RepairRecord]] | None = None,
     ) -> MutationLog:
         """Open the log in `directory` (created if missing), replaying what is there.
 
-        A torn record at the tail (a crash mid-write: never acknowledged) is truncated. A damaged
-        record followed by valid ones raises StorageError: that is corruption of acknowledged data.
-        Use `replay()` afterwards to read the live mutations in decree order.
+        `shared_records(log_id)` (SharedLog.recovered) gives the records a shared log kept for this
+        log: they are written back into it before the replay. A torn record at the tail (a crash
+        mid-write: never acknowledged) is truncated. A damaged record followed by valid ones raises
+        StorageError: that is corruption of acknowledged data. Use `replay()` afterwards to read the
+        live mutations in decree order.
         """
         options = options or MutationLogOptions()
         loop = asyncio.get_running_loop()
+        defer_sync = (
+            writer is not None and writer.shared_log is not None and options.fsync_policy is FsyncPolicy.GROUP
+        )
         store = await loop.run_in_executor(
-            executor, SegmentedLog.open, Path(directory), options.segment_bytes, options.fsync_policy
+            executor,
+            functools.partial(
+                SegmentedLog.open,
+                Path(directory),
+                options.segment_bytes,
+                options.fsync_policy,
+                defer_sync=defer_sync,
+                shared_records=shared_records,
+            ),
         )
         return cls(store, options, executor, writer)
 
@@ -278,6 +305,11 @@ class MutationLog:
         batch = self._take_batch()
         self._writing = True
         items = [pending.item for pending in batch]
+        if self._store.defer_sync:
+            invariant(self._writer is not None, "a log with deferred sync needs the shared log's writer")
+            assert self._writer is not None
+            self._writer.submit_shared(self._store, items, functools.partial(self._batch_written, batch))
+            return
         if self._writer is not None:
             self._writer.submit(
                 functools.partial(self._store.write_batch, items),

@@ -81,6 +81,7 @@ from pegasus_kv.replication.replica.mutation_log import (
     EncodedMutation,
     MutationLog,
     MutationLogOptions,
+    RepairRecord,
     encode_for_log,
 )
 from pegasus_kv.storage import PartitionStore, StoreOptions, SweepResult, WriteStall, restore_checkpoint
@@ -266,10 +267,15 @@ class ReplicaRuntime:
 
     # --- opening ------------------------------------------------------------------------------
 
-    async def open(self, *, fresh: bool) -> Recovered:
-        """Open (fresh: create empty) the store and log, start the workers; see the module doc."""
+    async def open(
+        self, *, fresh: bool, shared_records: Callable[[int], Sequence[RepairRecord]] | None = None
+    ) -> Recovered:
+        """Open (fresh: create empty) the store and log, start the workers; see the module doc.
+
+        `shared_records` (SharedLog.recovered, at a server's start) gives what the server's shared
+        log kept for the log: written back into it before its replay (mutation_log.py)."""
         try:
-            recovered = await self._open(fresh=fresh)
+            recovered = await self._open(fresh=fresh, shared_records=shared_records)
         except BaseException as exc:
             if not self._opened.done():
                 self._opened.set_exception(
@@ -289,7 +295,9 @@ class ReplicaRuntime:
         self._run_store_jobs()  # and what was applied meanwhile
         return recovered
 
-    async def _open(self, *, fresh: bool) -> Recovered:
+    async def _open(
+        self, *, fresh: bool, shared_records: Callable[[int], Sequence[RepairRecord]] | None
+    ) -> Recovered:
         paths = self.paths
         await self._in_thread(prepare_fresh if fresh else prepare_existing, paths)
         store_options = self.settings.store_options
@@ -297,7 +305,11 @@ class ReplicaRuntime:
             lambda: PartitionStore.open(str(paths.store_dir), options=store_options)
         )
         self._log = await MutationLog.open(
-            paths.log_dir, self.settings.log_options, executor=self._log_executor, writer=self._log_writer
+            paths.log_dir,
+            self.settings.log_options,
+            executor=self._log_executor,
+            writer=self._log_writer,
+            shared_records=None if fresh else shared_records,
         )
         self._applied_decree = self._store.last_applied_decree
         if fresh:

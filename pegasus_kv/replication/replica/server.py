@@ -108,6 +108,7 @@ from pegasus_kv.replication.replica.peer_outbox import PeerOutbox
 from pegasus_kv.replication.replica.ready_executor import execute_node_ready
 from pegasus_kv.replication.replica.replica_runtime import ReplicaRuntime, RuntimeSettings
 from pegasus_kv.replication.replica.runtime_requests import RuntimeRequests
+from pegasus_kv.replication.replica.shared_log import SHARED_LOG_DIR, SharedLog
 from pegasus_kv.replication.replica.write_waiters import WriteObserver, WriteWaiters
 from pegasus_kv.replication.rpc_server import HandlerResult, PendingReply, RpcServer
 from pegasus_kv.replication.transport import format_address
@@ -140,8 +141,11 @@ class ReplicaServer:
         )
         self._executor = ThreadPoolExecutor(config.io_threads, thread_name_prefix="replica-io")
         self._log_executor = ThreadPoolExecutor(config.io_threads, thread_name_prefix="replica-log")
-        # Writes and fsyncs every replica's log batches (log_writer.py); made with the first runtime.
+        # Writes and fsyncs every replica's log batches (log_writer.py); made at start.
         self._log_writer: LogWriter | None = None
+        # Under policy `group`: makes each round of every log's batches durable in one write
+        # (shared_log.py); opened at start, where it also repairs the private logs.
+        self._shared_log: SharedLog | None = None
         self._pool = ConnectionPool(rng=self._rng, connect_timeout_s=config.rpc_timeout_s)
         self._outbox = PeerOutbox(
             self._pool,
@@ -280,10 +284,20 @@ class ReplicaServer:
         gpids = await loop.run_in_executor(self._executor, _discover, data_dir)
         recovered = []
         try:
+            shared_log = await self._open_shared_log()
+            group = self.config.log.fsync_policy == "group"
+            self._log_writer = LogWriter("replica-log-writer", shared_log=shared_log if group else None)
             for gpid in gpids:
                 runtime = self._new_runtime(gpid)
                 self._runtimes[gpid] = runtime
-                recovered.append((runtime, await runtime.open(fresh=False)))
+                shared_records = shared_log.recovered if shared_log is not None else None
+                recovered.append((runtime, await runtime.open(fresh=False, shared_records=shared_records)))
+            if shared_log is not None:
+                # Every private log was repaired and fsynced: the records found are not needed again.
+                await loop.run_in_executor(self._executor, shared_log.drop_recovered)
+                if not group:
+                    self._shared_log = None
+                    await loop.run_in_executor(self._executor, shared_log.close)
             await self._rpc.start()
             if self._metrics_endpoint is not None:
                 await self._metrics_endpoint.start()
@@ -314,6 +328,21 @@ class ReplicaServer:
             len(gpids),
             data_dir,
         )
+
+    async def _open_shared_log(self) -> SharedLog | None:
+        """The shared log, under policy `group`. Under the others it is opened only if a run under
+        `group` left one, to repair the private logs from it before they replay; then it goes."""
+        directory = self.config.data_dir / SHARED_LOG_DIR
+        loop = asyncio.get_running_loop()
+        if self.config.log.fsync_policy != "group" and not await loop.run_in_executor(
+            self._executor, directory.is_dir
+        ):
+            return None
+        self._shared_log = await loop.run_in_executor(
+            self._executor, SharedLog.open, directory, self.config.log.shared_segment_bytes
+        )
+        self._shared_log.fsync_observer = self.metrics.observe_fsync_ns
+        return self._shared_log
 
     async def stop(self) -> None:
         """Stop ticking and serving, let queued appends and applies finish, close everything."""
@@ -347,6 +376,8 @@ class ReplicaServer:
         await asyncio.gather(*self._dropping.values(), return_exceptions=True)
         if self._log_writer is not None:
             await self._log_writer.close()
+        if self._shared_log is not None:
+            await asyncio.get_running_loop().run_in_executor(self._executor, self._shared_log.close)
         self._waiters.refuse_all(ErrorCode.SHUTTING_DOWN, "the replica server is stopping")
         await self._outbox.close()
         await self._meta.close()
@@ -449,8 +480,7 @@ class ReplicaServer:
         return runtime
 
     def _new_runtime(self, gpid: Gpid) -> ReplicaRuntime:
-        if self._log_writer is None:
-            self._log_writer = LogWriter("replica-log-writer")
+        invariant(self._log_writer is not None, "a replica runtime made before the server started")
         return ReplicaRuntime(
             gpid,
             ReplicaPaths(self.config.data_dir, gpid),
