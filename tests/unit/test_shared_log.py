@@ -43,8 +43,8 @@ def shared_records(log_id: int, decrees: range, segment_seq: int = 1) -> list[Sh
     return records
 
 
-def never_collects() -> None:
-    raise AssertionError("this story never fills a shared segment")
+def never_collects(segments: list[int]) -> None:
+    raise AssertionError(f"no rotation expected here, yet {segments} were handed to collection")
 
 
 def shared_segments(directory: Path) -> list[str]:
@@ -128,13 +128,13 @@ def test_a_rotation_syncs_every_private_log_that_wrote_before_deleting_the_older
     """Log b writes once and then stays quiet; log a fills the shared segment. Before the segment
     holding b's record goes, b's private log must be synced: else a power loss would take it."""
     synced: list[tuple[Path, list[str]]] = []  # (private log, shared segments on disk at that time)
-    real_sync_now = SegmentedLog.sync_now
+    real_sync_written = SegmentedLog.sync_written
 
-    def observed_sync_now(store: SegmentedLog) -> None:
+    def observed_sync_written(store: SegmentedLog) -> None:
         synced.append((store.directory, shared_segments(tmp_path / "slog")))
-        real_sync_now(store)
+        real_sync_written(store)
 
-    monkeypatch.setattr(SegmentedLog, "sync_now", observed_sync_now)
+    monkeypatch.setattr(SegmentedLog, "sync_written", observed_sync_written)
 
     async def story() -> None:
         shared = SharedLog.open(tmp_path / "slog", segment_bytes=4096)
@@ -146,11 +146,65 @@ def test_a_rotation_syncs_every_private_log_that_wrote_before_deleting_the_older
         while shared.collections == 0:
             await submit_and_wait(log_a, [mutation(decree, value=b"x" * 500)])
             decree += 1
-        assert sorted(directory.name for directory, _ in synced) == ["a", "b"]
-        assert all(segments == ["slog.0000000001"] for _, segments in synced)  # the old one still there
+        # The collector works on its own thread: the writer went on at once.
+        for _ in range(500):
+            if shared_segments(tmp_path / "slog") == ["slog.0000000002"]:
+                break
+            await asyncio.sleep(0.01)
         assert shared_segments(tmp_path / "slog") == ["slog.0000000002"]
+        assert sorted(directory.name for directory, _ in synced) == ["a", "b"]
+        assert all("slog.0000000001" in segments for _, segments in synced)  # synced before it went
         for log in (log_a, log_b):
             await log.close()
+        await writer.close()
+        shared.close()
+
+    run(story)
+
+
+def test_writes_go_on_while_the_collector_syncs_and_a_failed_collection_fails_the_log(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A rotation hands the private syncs to the collector's thread: the writer's rounds go on
+    while those syncs take their time. If a sync fails, the older segment is kept and the shared
+    log fails: the next round fails every log that writes through it."""
+    release = threading.Event()
+    sync_started = threading.Event()
+
+    def slow_then_failing_sync(store: SegmentedLog) -> None:
+        sync_started.set()
+        assert release.wait(10.0)
+        raise StorageError(f"mutation log {store.directory}: fsync failed: injected")
+
+    monkeypatch.setattr(SegmentedLog, "sync_written", slow_then_failing_sync)
+
+    async def story() -> None:
+        shared = SharedLog.open(tmp_path / "slog", segment_bytes=4096)
+        writer = LogWriter("test-log-writer", shared_log=shared)
+        log = await MutationLog.open(tmp_path / "a", GROUP, writer=writer)
+        decree = 1
+        while shared.collections == 0:
+            await submit_and_wait(log, [mutation(decree, value=b"x" * 500)])
+            decree += 1
+        await asyncio.get_running_loop().run_in_executor(None, sync_started.wait, 5.0)
+        # The collector is stuck in its sync; rounds still complete.
+        for _ in range(3):
+            await submit_and_wait(log, [mutation(decree)])
+            decree += 1
+        assert shared_segments(tmp_path / "slog") == ["slog.0000000001", "slog.0000000002"]
+        release.set()
+        failed: asyncio.Future[StorageError | None] = asyncio.get_running_loop().create_future()
+        for _ in range(500):
+            log.submit([encode_for_log(mutation(decree))], failed.set_result)
+            error = await failed
+            if error is not None:
+                break
+            failed = asyncio.get_running_loop().create_future()
+            decree += 1
+            await asyncio.sleep(0.01)
+        assert isinstance(error, StorageError) and "collection failed" in error.message
+        assert "slog.0000000001" in shared_segments(tmp_path / "slog")  # nothing was deleted
+        await log.close()
         await writer.close()
         shared.close()
 

@@ -28,7 +28,7 @@ against write + fdatasync 210-230 µs for 3 KB on this ext4).
 Deferred sync (`defer_sync=True`, a replica server under policy `group`): the server's shared log
 (shared_log.py) makes every log's batch of a group-commit round durable with one write, so this log
 writes its batches without syncing (`write_unsynced`, which returns where each record went) and
-syncs only when asked (`sync_now`, before the shared log deletes a segment), at segment rotation
+syncs only when asked (`sync_written`, before the shared log deletes a segment), at segment rotation
 and at close. After a power loss its tail may be missing or mangled; `open` first writes back the
 records the shared log kept for it (`_repair`), then replays as usual.
 
@@ -420,19 +420,25 @@ class SegmentedLog:
         invariant(self.defer_sync, "write_unsynced on a log that syncs its own batches")
         return self._write(batch, sync=False)
 
-    def sync_now(self) -> None:
-        """Make everything written so far durable; a no-op once closed or when nothing is unsynced.
+    def sync_written(self) -> None:
+        """Make everything written so far durable WITHOUT holding the log's lock during the flush, so
+        the log writer may append meanwhile (the shared log's collector, shared_log_collector.py).
 
-        Tried on a failed log too (what it acknowledged before failing may be unsynced); a failed
-        fsync fails the log for good, as a failed write does."""
+        The flush goes through a duplicate of the active segment's descriptor: a rotation meanwhile
+        closes the original after syncing it, and what the duplicate syncs covers every byte written
+        before this call. The unsynced count is left as it is (close and rotation sync again)."""
         with self._lock:
             if self._active_fd is None or self._unsynced_bytes == 0:
                 return
-            try:
-                self._fsync_active()
-            except OSError as exc:
+            fd = os.dup(self._active_fd)
+        try:
+            sync_data(fd)
+        except OSError as exc:
+            with self._lock:
                 self._failed = f"fsync failed: {exc}"
-                raise StorageError(f"mutation log {self.directory}: {self._failed}") from exc
+            raise StorageError(f"mutation log {self.directory}: {self._failed}") from exc
+        finally:
+            os.close(fd)
 
     def _write(self, batch: Sequence[EncodedMutation], *, sync: bool) -> list[Placement]:
         with self._lock:

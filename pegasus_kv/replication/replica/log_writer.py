@@ -41,6 +41,7 @@ from collections.abc import Callable, Sequence
 from pegasus_kv.replication.replica.invariants import invariant
 from pegasus_kv.replication.replica.log_store import EncodedMutation, SegmentedLog
 from pegasus_kv.replication.replica.shared_log import SharedLog, SharedRecord
+from pegasus_kv.replication.replica.shared_log_collector import SharedLogCollector
 
 logger = logging.getLogger(__name__)
 
@@ -63,6 +64,8 @@ class LogWriter:
     def __init__(self, name: str, *, threads: int = 1, shared_log: SharedLog | None = None) -> None:
         invariant(threads >= 1, "a log writer needs a thread")
         self.shared_log = shared_log
+        # Syncs private logs and deletes shared segments after a rotation, off this writer's thread.
+        self._collector = SharedLogCollector(shared_log, f"{name}-collector") if shared_log else None
         self._loop = asyncio.get_running_loop()
         self._lock = threading.Lock()
         self._wakeup = threading.Condition(self._lock)
@@ -132,6 +135,8 @@ class LogWriter:
                 self._running -= 1
                 last = self._running == 0
             if last:
+                if self._collector is not None:
+                    self._collector.close()  # what it was handed goes first
                 self._loop.call_soon_threadsafe(self._finish)
 
     def _run_round(
@@ -162,21 +167,22 @@ class LogWriter:
             assert shared_log is not None  # submit_shared checked it
             error: BaseException | None = None
             try:
-                shared_log.append(shared_records, self._sync_private_logs)
+                shared_log.append(shared_records, self._collect)
             except BaseException as exc:  # every job of the round: none of them is durable
                 error = exc
             results.extend((done, error) for done in shared_done)
         return results
 
-    def _sync_private_logs(self) -> None:
-        """Sync every private log that wrote since the last collection (the shared log is about to
-        delete the segments holding their records). Taken out of the registry first: a log that
-        writes again meanwhile registers again, after the write this sync may or may not cover."""
+    def _collect(self, segments: list[int]) -> None:
+        """The shared log rotated: the private logs that wrote since the previous rotation (all of
+        their records in `segments` were written before now) go to the collector, which syncs them
+        and then deletes the segments. The registry starts over: a log that writes from now on is
+        collected with the next rotation."""
         with self._lock:
             logs = list(self._unsynced_logs)
             self._unsynced_logs = weakref.WeakSet()
-        for store in logs:
-            store.sync_now()
+        assert self._collector is not None  # there is a shared log
+        self._collector.schedule(logs, segments)
 
     def _deliver(self) -> None:
         with self._lock:

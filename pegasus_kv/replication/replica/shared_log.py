@@ -10,7 +10,8 @@ O_DSYNC write: one flush per round, whatever the number of logs.
     shared = SharedLog.open(data_dir / "slog")      # reads what is there, truncates a torn tail
     shared.recovered(log_id)                         # [(segment seq, offset, record bytes)], in order
     shared.drop_recovered()                          # once every private log was repaired from them
-    shared.append(records, sync_private_logs)        # one synced write; may collect (below)
+    shared.append(records, collect)                  # one synced write; may rotate (below)
+    shared.delete_collected(segments)                # by the collector, once private logs synced
     shared.close()
 
 Format: segments `slog.<seq, 10 digits>` in the directory. A record is
@@ -24,16 +25,18 @@ everything after the crc field: the other header fields and the payload.
 
 Invariant: every acknowledged record is durable in this log or in its (synced) private log. A
 record is acknowledged only after the shared append of its round returned; segments of this log
-are deleted only (a) at a rotation, after every private log that wrote since the previous rotation
-was synced (`sync_private_logs`), or (b) by `drop_recovered`, after every private log was repaired
-from them and fsynced. Private logs still fsync their own segment at rotation and at close.
+are deleted only (a) after a rotation, once every private log that wrote since the previous
+rotation was synced (`delete_collected`, called by shared_log_collector.py), or (b) by
+`drop_recovered`, after every private log was repaired from them and fsynced. Private logs still
+fsync their own segment at rotation and at close.
 
-Collection: when an append would take the active segment past `segment_bytes`, the append first
-calls `sync_private_logs()`, then starts a new segment (directory fsynced), then deletes every
-older segment written since open (directory fsynced). So at most two segments written since open
-exist, plus those found at open until `drop_recovered`; a segment holds at most `segment_bytes`,
-or one round when a single round is larger (a round is one write, never split). What `open` reads
-is therefore bounded by a few segments.
+Collection: when an append would take the active segment past `segment_bytes`, the append starts a
+new segment (directory fsynced) and hands every older segment written since open to `collect`,
+whose thread syncs the private logs and then deletes them (directory fsynced); the append does not
+wait for it. So a few segments written since open exist (the collector's queue is bounded), plus
+those found at open until `drop_recovered`; a segment holds at most `segment_bytes`, or one round
+when a single round is larger (a round is one write, never split). What `open` reads is therefore
+bounded by a few segments.
 
 Recovery: `open` scans every segment. A torn record at the very tail of the last segment (a crash
 mid-write: never acknowledged) is truncated; a damaged record followed by a valid one, in the same
@@ -266,12 +269,13 @@ class SharedLog:
 
     # --- appending ------------------------------------------------------------------------------
 
-    def append(self, records: Sequence[SharedRecord], sync_private_logs: Callable[[], None]) -> None:
+    def append(self, records: Sequence[SharedRecord], collect: Callable[[list[int]], None]) -> None:
         """Make `records` durable with one synced write (one round of the log writer).
 
-        When they would take the active segment past segment_bytes, collects first (module doc):
-        `sync_private_logs()` must make every private log that wrote since the last collection
-        durable, or raise. Any failure fails this log for good.
+        When they would take the active segment past segment_bytes, rotates first (module doc) and
+        calls `collect(older segments)`: the caller must sync every private log that wrote since the
+        previous rotation and only then `delete_collected` them (shared_log_collector.py). Any
+        failure fails this log for good.
         """
         invariant(bool(records), "an empty shared append")
         data = b"".join(encode_shared_record(record) for record in records)
@@ -281,11 +285,10 @@ class SharedLog:
                 if self._active_fd is None:
                     self._start_segment()
                 elif self._active_bytes > 0 and self._active_bytes + len(data) > self.segment_bytes:
-                    sync_private_logs()
                     self._start_segment()
                     older, self._written_seqs = self._written_seqs[:-1], self._written_seqs[-1:]
-                    self._delete_segments(older)
                     self.collections += 1
+                    collect(older)
                 self._write(data)
             except (OSError, StorageError) as exc:
                 self._failed = f"append failed: {exc}"
@@ -295,6 +298,18 @@ class SharedLog:
                 raise
             self.appends += 1
             self.appended_bytes += len(data)
+
+    def delete_collected(self, seqs: list[int]) -> None:
+        """Delete segments handed to `collect` once the private logs that wrote into them are synced
+        (from the collector's thread). Nothing is deleted once the log has failed."""
+        with self._lock:
+            self._check_usable()
+            self._delete_segments(seqs)
+
+    def fail(self, reason: str) -> None:
+        """Fail the log for good (a collection could not make its segments' records durable)."""
+        with self._lock:
+            self._failed = self._failed or reason
 
     def _write(self, data: bytes) -> None:
         assert self._active_fd is not None  # _start_segment made one
