@@ -11,6 +11,7 @@ import struct
 import zlib
 
 from pegasus_kv.core.errors import StorageError
+from pegasus_kv.core.scanning import first_valid_offset
 
 MAGIC = 0x524D4B50  # b"PKMR" little-endian: "Pegasus-Kv Meta Record"
 HEADER = struct.Struct("<III")
@@ -56,12 +57,7 @@ def scan_frames(data: bytes) -> tuple[list[bytes], int]:
 
 def find_valid_frame(data: bytes, start: int) -> int | None:
     """The offset of the first valid frame at or after `start`, or None."""
-    position = data.find(_MAGIC_BYTES, max(start, 0))
-    while position != -1:
-        if frame_at(data, position) is not None:
-            return position
-        position = data.find(_MAGIC_BYTES, position + 1)
-    return None
+    return first_valid_offset(data, start, _MAGIC_BYTES, frame_at)
 
 
 def read_frames_truncating_torn_tail(data: bytes, where: str) -> tuple[list[bytes], int]:

@@ -22,6 +22,7 @@ import msgspec
 
 from pegasus_kv.core.errors import StorageError
 from pegasus_kv.core.mutation import Mutation
+from pegasus_kv.core.scanning import first_valid_offset
 
 MAGIC = 0x4C4D4B50  # b"PKML" little-endian: "Pegasus-Kv Mutation Log"
 HEADER = struct.Struct("<IIIqq")
@@ -122,9 +123,4 @@ def find_valid_record(data: bytes | memoryview, start: int) -> int | None:
     tail, so a valid record anywhere after the bad one means acknowledged data is damaged.
     """
     raw = bytes(data) if isinstance(data, memoryview) else data
-    position = raw.find(_MAGIC_BYTES, max(start, 0))
-    while position != -1:
-        if parse_record_at(raw, position) is not None:
-            return position
-        position = raw.find(_MAGIC_BYTES, position + 1)
-    return None
+    return first_valid_offset(raw, start, _MAGIC_BYTES, parse_record_at)

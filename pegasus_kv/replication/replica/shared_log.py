@@ -61,6 +61,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from pegasus_kv.core.errors import StorageError
+from pegasus_kv.core.scanning import first_valid_offset
 from pegasus_kv.replication.replica import log_store
 from pegasus_kv.replication.replica.invariants import invariant
 from pegasus_kv.replication.replica.log_record import MAX_PAYLOAD_BYTES
@@ -132,12 +133,7 @@ def parse_shared_record_at(data: bytes, offset: int) -> tuple[SharedRecord, int]
 
 
 def _find_valid_record(data: bytes, start: int) -> int | None:
-    position = data.find(_MAGIC_BYTES, max(start, 0))
-    while position != -1:
-        if parse_shared_record_at(data, position) is not None:
-            return position
-        position = data.find(_MAGIC_BYTES, position + 1)
-    return None
+    return first_valid_offset(data, start, _MAGIC_BYTES, parse_shared_record_at)
 
 
 class SharedLog:
