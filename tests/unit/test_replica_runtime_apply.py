@@ -7,6 +7,8 @@ apply after it waits its turn, so the store still sees decrees in order.
 
 from __future__ import annotations
 
+import asyncio
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -18,7 +20,7 @@ from pegasus_kv.core.messages import SetRequest, WriteResponse
 from pegasus_kv.core.mutation import Mutation
 from pegasus_kv.core.registry import Message
 from pegasus_kv.replication.pacifica.ready import Apply, ClientToken, Outbound
-from pegasus_kv.replication.replica.layout import ReplicaPaths, read_applied_decree
+from pegasus_kv.replication.replica.layout import AppliedDecreeFile, ReplicaPaths, read_applied_decree
 from pegasus_kv.replication.replica.mutation_log import MutationLogOptions
 from pegasus_kv.replication.replica.replica_runtime import ReplicaRuntime, RuntimeSettings
 from pegasus_kv.storage import PartitionStore, StoreOptions, WriteStall
@@ -153,3 +155,57 @@ def test_the_applied_decree_is_recorded_every_so_many_decrees(tmp_path: Path) ->
         executor.shutdown()
 
     run(story)
+
+
+def test_applies_go_on_while_the_applied_decree_is_recorded_and_close_waits_for_the_record(
+    tmp_path: Path,
+) -> None:
+    release = threading.Event()
+    started = threading.Event()
+    real_record = AppliedDecreeFile.record
+
+    def slow_record(self: AppliedDecreeFile, decree: int) -> None:
+        started.set()
+        release.wait(10.0)  # a disk that takes its time with the two fsyncs
+        real_record(self, decree)
+
+    async def story() -> None:
+        executor = ThreadPoolExecutor(2)
+        paths = ReplicaPaths(tmp_path, GPID)
+        host = AnsweringHost()
+        runtime = ReplicaRuntime(
+            GPID, paths, settings(record_applied_every=2), host, executor=executor, log_executor=executor
+        )
+        await runtime.open(fresh=True)
+        runtime.apply([committed(1), committed(2)])  # the record of decree 2 starts, and waits
+        await asyncio.get_running_loop().run_in_executor(None, started.wait, 10.0)
+        runtime.apply([committed(3), committed(4), committed(5)])
+        # Applied and answered at once, although the record is still in its thread.
+        assert runtime.applied_through(5)
+        assert [token for token, _ in host.answers] == [101, 102, 103, 104, 105]
+        assert read_applied_decree(paths) == 0
+        closing = asyncio.ensure_future(runtime.close(drain_s=1.0))
+        await asyncio.sleep(0.05)
+        assert not closing.done()  # close waits for the record rather than racing it for the file
+        release.set()
+        await closing
+        assert read_applied_decree(paths) == 5  # close records where the store stands
+        assert host.failures == []
+        executor.shutdown()
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(AppliedDecreeFile, "record", slow_record)
+        run(story)
+
+
+def test_the_applied_decree_file_only_moves_forward_unless_reset(tmp_path: Path) -> None:
+    paths = ReplicaPaths(tmp_path, GPID)
+    paths.root.mkdir(parents=True)
+    applied_file = AppliedDecreeFile(paths)
+    applied_file.record(7)
+    applied_file.record(5)  # a slower record of an older decree
+    assert read_applied_decree(paths) == 7
+    applied_file.reset(3)  # a checkpoint install replaced the store
+    assert read_applied_decree(paths) == 3
+    applied_file.record(4)
+    assert read_applied_decree(paths) == 4

@@ -36,6 +36,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import threading
 from pathlib import Path
 
 from pegasus_kv.core.errors import StorageError
@@ -135,6 +136,34 @@ def read_applied_decree(paths: ReplicaPaths) -> int:
 def write_applied_decree(paths: ReplicaPaths, decree: int) -> None:
     """Record the applied decree durably and atomically (write, fsync, rename; blocking)."""
     _write_number(paths, paths.applied_decree_file, decree)
+
+
+class AppliedDecreeFile:
+    """One replica's `applied_decree` file, as its runtime writes it from worker threads (blocking).
+
+    The periodic record runs beside the applies rather than ahead of them (two fsyncs that used to
+    hold every apply of the partition back), so a flush or close may write the file while a
+    periodic record is still in its thread: the lock keeps the two writes of `<name>.tmp` apart,
+    and `record` only moves the value forward, so a slower record of an older decree never
+    replaces a newer one. `reset` is for a checkpoint install, which replaces the store.
+    """
+
+    def __init__(self, paths: ReplicaPaths) -> None:
+        self._paths = paths
+        self._lock = threading.Lock()
+        self._written: int | None = None  # the value this object wrote last
+
+    def record(self, decree: int) -> None:
+        with self._lock:
+            if self._written is not None and decree <= self._written:
+                return
+            write_applied_decree(self._paths, decree)
+            self._written = decree
+
+    def reset(self, decree: int) -> None:
+        with self._lock:
+            write_applied_decree(self._paths, decree)
+            self._written = decree
 
 
 def read_max_ballot(paths: ReplicaPaths) -> int:

@@ -205,6 +205,9 @@ class ReplicaServer:
         self._roles: dict[Gpid, tuple[PartitionStatus, int]] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._start_s = 0.0
+        # The loop's clock, kept from start(): asyncio.get_running_loop() costs a getpid() system
+        # call on Python 3.11, and the lease check of every client read asks for the tick.
+        self._loop_time: Callable[[], float] = time.monotonic
         self._address = ""
         self._started = False
         self._stopping = False
@@ -316,6 +319,7 @@ class ReplicaServer:
                 ballot=state.ballot,
             )
         self._node = node
+        self._loop_time = loop.time
         self._start_s = loop.time()
         for gpid in gpids:
             self._want_table_info(gpid.app_id)
@@ -396,7 +400,7 @@ class ReplicaServer:
     # --- ticks --------------------------------------------------------------------------------
 
     def _current_tick(self) -> int:
-        elapsed_s = asyncio.get_running_loop().time() - self._start_s
+        elapsed_s = self._loop_time() - self._start_s
         return int(elapsed_s * 1000.0 // self.config.tick_ms)
 
     async def _tick_loop(self) -> None:
