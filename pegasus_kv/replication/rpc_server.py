@@ -90,6 +90,7 @@ HandlerResult = Message | None | PendingReply | Awaitable[Message | None]
 # handler(request, peer "host:port") -> the reply, None for a one-way message, a PendingReply, or an
 # awaitable of the reply.
 RequestHandler = Callable[[Decoded, str], HandlerResult]
+_REQUEST = FrameKind.REQUEST
 _RESPONSE = FrameKind.RESPONSE
 _ONEWAY = FrameKind.ONEWAY
 
@@ -373,7 +374,8 @@ class _ServerConnection(asyncio.Protocol):
         self._transport.resume_reading()
 
     def _dispatch(self, request: Decoded) -> None:
-        if request.kind is _RESPONSE:
+        kind = request.kind
+        if kind is _RESPONSE:
             logger.warning(
                 "%s: ignoring a reply (request %d) from %s: this end only takes requests",
                 self._server.name,
@@ -386,8 +388,14 @@ class _ServerConnection(asyncio.Protocol):
         except Exception as exc:
             self._fail(request, exc)
             return
-        if result is None or isinstance(result, Message):
-            self._finish(request, result)
+        if isinstance(result, Message):
+            # The common case, answered at once: framed here (what _finish and _send do).
+            if kind is _REQUEST:
+                self._send(request, result)
+            return  # a one-way message: nobody waits for it, the reply is dropped
+        if result is None:
+            if kind is not _ONEWAY:
+                self._finish(request, None)
             return
         if type(result) is PendingReply:
             self._in_flight += 1
@@ -438,10 +446,13 @@ class _ServerConnection(asyncio.Protocol):
         try:
             if self._closed:
                 return
+            reply = pending._reply
             if pending._error is not None:
                 self._fail(request, pending._error)
+            elif reply is not None and request.kind is _REQUEST:
+                self._send(request, reply)  # what _finish does with a reply to a request
             else:
-                self._finish(request, pending._reply)
+                self._finish(request, reply)
         except Exception:  # a bug here must not break the caller's loop over its waiting writes
             logger.exception("%s: answering a request from %s failed", self._server.name, self.peer)
         if self._reading_paused:
@@ -483,12 +494,9 @@ class _ServerConnection(asyncio.Protocol):
 
     def _send(self, request: Decoded, reply: Message) -> None:
         try:
-            frame = encode_frame(
-                reply,
-                request_id=request.request_id,
-                kind=_RESPONSE,
-                gpid=request.gpid,
-                max_frame_bytes=self._max_frame_bytes,
+            # Framed straight into the connection's outgoing bytes (codec.append_frame).
+            self._writer.write_message(
+                reply, request.request_id, _RESPONSE, request.gpid, self._max_frame_bytes
             )
         except CodecError as exc:
             logger.error("%s: cannot encode the reply to %s: %s", self._server.name, self.peer, exc.message)
@@ -501,4 +509,4 @@ class _ServerConnection(asyncio.Protocol):
                 kind=FrameKind.RESPONSE,
                 gpid=request.gpid,
             )
-        self._writer.write(frame)
+            self._writer.write(frame)

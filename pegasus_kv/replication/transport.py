@@ -24,7 +24,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, cast
 
-from pegasus_kv.core.codec import DEFAULT_MAX_FRAME_BYTES, Decoded, FrameDecoder, FrameKind, encode_frame
+from pegasus_kv.core.codec import (
+    DEFAULT_MAX_FRAME_BYTES,
+    Decoded,
+    FrameDecoder,
+    FrameKind,
+    append_frame,
+    encode_frame,
+)
 from pegasus_kv.core.errors import (
     BusyError,
     CodecError,
@@ -122,6 +129,11 @@ class FrameWriter:
     Calls made in one iteration (by many tasks, or replies computed in one `data_received`) leave
     in one writev. The transport's own buffer pauses us at `max_buffered_bytes`
     (pause_writing/resume_writing); `has_room` tells callers whether to wait.
+
+    Two ways in: `write(frame)` takes a frame encoded already (the client, which sizes a frame
+    before admitting it), `write_message(...)` frames a message straight into the open tail chunk
+    (the server's replies: no frame object and no copy of it per reply). A chunk handed to the
+    transport is never touched again.
     """
 
     __slots__ = (
@@ -132,7 +144,9 @@ class FrameWriter:
         "_on_room",
         "_paused",
         "_scheduled",
+        "_tail",
         "_transport",
+        "full",
     )
 
     def __init__(
@@ -148,10 +162,16 @@ class FrameWriter:
         self._transport = transport
         self._max_buffered_bytes = max_buffered_bytes
         self._on_room = on_room
-        self._frames: list[bytes] = []
+        self._frames: list[bytes | bytearray] = []
+        # The last chunk of _frames while write_message may still append to it, else None.
+        self._tail: bytearray | None = None
         self._buffered_bytes = 0
         self._scheduled = False
         self._paused = False
+        # True when nothing more should be produced until a flush or a resume: the socket buffer
+        # is above its high-water mark, or this iteration's frames reached max_buffered_bytes.
+        # Kept as a field, not computed: the server tests it after every request it dispatches.
+        self.full = False
         transport.set_write_buffer_limits(high=max_buffered_bytes, low=max_buffered_bytes // 4)
 
     @property
@@ -164,11 +184,6 @@ class FrameWriter:
         """Bytes collected in this iteration and not yet handed to the transport."""
         return self._buffered_bytes
 
-    @property
-    def full(self) -> bool:
-        """True when nothing more should be produced until a flush or a resume."""
-        return self._paused or self._buffered_bytes >= self._max_buffered_bytes
-
     def has_room(self, frame_bytes: int) -> bool:
         if self._paused:
             return False
@@ -177,7 +192,27 @@ class FrameWriter:
 
     def write(self, frame: bytes) -> None:
         self._frames.append(frame)
-        self._buffered_bytes += len(frame)
+        self._tail = None
+        buffered = self._buffered_bytes = self._buffered_bytes + len(frame)
+        if buffered >= self._max_buffered_bytes:
+            self.full = True
+        if not self._scheduled:
+            self._scheduled = True
+            self._loop.call_soon(self._flush_soon)
+
+    def write_message(
+        self, message: Message, request_id: int, kind: FrameKind, gpid: Gpid | None, max_frame_bytes: int
+    ) -> None:
+        """Frame `message` (codec.append_frame) into the outgoing bytes. Raises CodecError, having
+        written nothing, for a message that cannot be framed."""
+        tail = self._tail
+        if tail is None:
+            tail = self._tail = bytearray()
+            self._frames.append(tail)
+        size = append_frame(tail, message, request_id, kind, gpid, max_frame_bytes)
+        buffered = self._buffered_bytes = self._buffered_bytes + size
+        if buffered >= self._max_buffered_bytes:
+            self.full = True
         if not self._scheduled:
             self._scheduled = True
             self._loop.call_soon(self._flush_soon)
@@ -191,11 +226,14 @@ class FrameWriter:
         if not frames:
             return
         self._frames = []
+        self._tail = None
         self._buffered_bytes = 0
+        self.full = self._paused
         if self._transport.is_closing():
             return
         if len(frames) == 1:
-            self._transport.write(frames[0])
+            if frames[0]:  # a tail chunk whose only frame failed to encode is empty
+                self._transport.write(frames[0])
         else:
             self._transport.writelines(frames)
         if not self._paused:
@@ -203,15 +241,19 @@ class FrameWriter:
 
     def pause(self) -> None:
         self._paused = True
+        self.full = True
 
     def resume(self) -> None:
         self._paused = False
+        self.full = self._buffered_bytes >= self._max_buffered_bytes
         self._on_room()
 
     def discard(self) -> None:
         """Drop what was not written yet (the connection is gone)."""
         self._frames = []
+        self._tail = None
         self._buffered_bytes = 0
+        self.full = self._paused
 
 
 # --- the client connection -------------------------------------------------------------------

@@ -169,3 +169,39 @@ def test_single_pass_encoding_matches_the_frame_struct_layout(request: m.SetRequ
     assert (
         codec.encode_payload(request, request_id=5, kind=codec.FrameKind.REQUEST, gpid=Gpid(3, 4)) == expected
     )
+
+
+@given(
+    st.lists(
+        st.builds(m.SetRequest, st.binary(max_size=20), st.binary(max_size=20), st.binary(max_size=50)),
+        min_size=1,
+        max_size=5,
+    ),
+    st.none() | gpids,
+)
+def test_frames_appended_to_one_buffer_are_the_frames_encode_frame_makes(
+    requests: list[m.SetRequest], gpid: Gpid | None
+) -> None:
+    buffer = bytearray()
+    for request_id, request in enumerate(requests, start=1):
+        size = codec.append_frame(buffer, request, request_id, codec.FrameKind.RESPONSE, gpid, 1 << 20)
+        assert size == len(
+            codec.encode_frame(request, request_id=request_id, kind=codec.FrameKind.RESPONSE, gpid=gpid)
+        )
+    assert bytes(buffer) == b"".join(
+        codec.encode_frame(request, request_id=request_id, kind=codec.FrameKind.RESPONSE, gpid=gpid)
+        for request_id, request in enumerate(requests, start=1)
+    )
+
+
+def test_a_frame_that_cannot_be_appended_leaves_the_buffer_as_it_was() -> None:
+    buffer = bytearray(b"earlier frames")
+    with pytest.raises(CodecError):
+        codec.append_frame(
+            buffer, m.SetRequest(b"h", b"s", b"v", ttl_s=2**70), 1, codec.FrameKind.RESPONSE, None, 1 << 20
+        )
+    with pytest.raises(CodecError, match="exceeds"):
+        codec.append_frame(
+            buffer, m.SetRequest(b"h", b"s", b"v" * 200), 1, codec.FrameKind.RESPONSE, None, 100
+        )
+    assert buffer == b"earlier frames"

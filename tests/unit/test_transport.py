@@ -26,11 +26,17 @@ from pegasus_kv.core.errors import (
     ShuttingDownError,
 )
 from pegasus_kv.core.ids import Gpid
-from pegasus_kv.core.messages import GetRequest, GetResponse, SetRequest
+from pegasus_kv.core.messages import GetRequest, GetResponse, SetRequest, TtlResponse
 from pegasus_kv.core.registry import Message
 from pegasus_kv.replication import loop as loops
 from pegasus_kv.replication.rpc_server import HandlerResult, RpcServer, ServerLimits
-from pegasus_kv.replication.transport import Connection, ConnectionLimits, format_address, parse_address
+from pegasus_kv.replication.transport import (
+    Connection,
+    ConnectionLimits,
+    FrameWriter,
+    format_address,
+    parse_address,
+)
 from tests.unit.test_transport_support import (
     HOST,
     Gates,
@@ -526,3 +532,76 @@ def test_run_prefers_uvloop() -> None:
 
     assert loops.uvloop_available()
     assert loops.run(loop_module()).startswith("uvloop")
+
+
+@on_both_loops
+def test_a_reply_that_cannot_be_framed_answers_codec_and_the_next_reply_still_arrives(loop_name: str) -> None:
+    def handler(request: Decoded, peer: str) -> HandlerResult:
+        message = request.message
+        assert isinstance(message, GetRequest)
+        if message.sort_key == b"unframeable":
+            return TtlResponse(ttl_s=2**70)  # outside msgpack's 64-bit integers
+        return GetResponse(message.sort_key)
+
+    async def story() -> None:
+        async with RpcServer(handler, HOST, 0) as server:
+            connection = await connect(server)
+            calls = [
+                connection.call(get(key), timeout_s=5.0) for key in (b"before", b"unframeable", b"after")
+            ]
+            before, unframeable, after = await asyncio.gather(*calls, return_exceptions=True)
+            assert before == GetResponse(b"before")
+            assert isinstance(unframeable, CodecError)
+            assert after == GetResponse(b"after")
+            await connection.close()
+
+    run(loop_name, story())
+
+
+class _RecordingTransport:
+    """What a FrameWriter hands to its transport, kept in order."""
+
+    def __init__(self) -> None:
+        self.written: list[bytes] = []
+
+    def set_write_buffer_limits(self, high: int, low: int) -> None:
+        pass
+
+    def is_closing(self) -> bool:
+        return False
+
+    def write(self, data: bytes | bytearray) -> None:
+        self.written.append(bytes(data))
+
+    def writelines(self, chunks: list[bytes | bytearray]) -> None:
+        self.written.append(b"".join(chunks))
+
+
+def test_a_frame_writer_sends_written_and_framed_messages_in_order_and_reports_when_full() -> None:
+    async def story() -> None:
+        transport = _RecordingTransport()
+        writer = FrameWriter(
+            asyncio.get_running_loop(),
+            transport,  # type: ignore[arg-type]
+            max_buffered_bytes=100,
+            on_room=lambda: None,
+        )
+        first = encode_frame(GetResponse(b"1"), request_id=1, kind=FrameKind.RESPONSE)
+        writer.write_message(GetResponse(b"1"), 1, FrameKind.RESPONSE, None, 1000)
+        request = encode_frame(get(b"2"), request_id=2, kind=FrameKind.REQUEST)
+        writer.write(request)
+        with pytest.raises(CodecError):
+            writer.write_message(TtlResponse(ttl_s=2**70), 3, FrameKind.RESPONSE, None, 1000)
+        last = encode_frame(GetResponse(b"4" * 80), request_id=4, kind=FrameKind.RESPONSE)
+        assert not writer.full
+        writer.write_message(GetResponse(b"4" * 80), 4, FrameKind.RESPONSE, None, 1000)
+        assert writer.full and writer.buffered_bytes == len(first) + len(request) + len(last)
+        await asyncio.sleep(0)  # the writer flushes once per pass of the loop
+        assert transport.written == [first + request + last]
+        assert not writer.full and writer.buffered_bytes == 0
+        writer.pause()
+        assert writer.full
+        writer.resume()
+        assert not writer.full
+
+    asyncio.run(story())
