@@ -26,7 +26,6 @@ from pegasus_kv.core.schema import (
     VALUE_HEADER_BYTES,
     encode_key,
     epoch_now,
-    hash_key_prefix,
     ttl_left,
 )
 from pegasus_kv.storage.checks import matches_filter
@@ -35,6 +34,7 @@ from pegasus_kv.storage.options import StoreOptions
 from pegasus_kv.storage.ranges import IterationBudget, sort_key_range
 
 _EXPIRE_TS = struct.Struct(">I")
+_KEY_HEADER = struct.Struct(">H")  # the u16 BE hash key length of a stored key (core/schema.py)
 _NO_BYTE_LIMIT = 1 << 62  # sort_key_count returns no bytes
 
 
@@ -47,6 +47,10 @@ def live_expire_ts(raw: bytes, now_epoch_s: int) -> int | None:
 
 
 class Reader:
+    """Serves the reads of one store. Every request it gets was validated first
+    (core/validation.py validate_read: PartitionStore.read runs it, or its caller did), so the
+    point reads build their keys without checking the hash key's length a second time."""
+
     def __init__(self, engine: Engine, options: StoreOptions, clock: Callable[[], float]) -> None:
         self._engine = engine
         self._options = options
@@ -58,9 +62,14 @@ class Reader:
     # --- point reads --------------------------------------------------------------------------
 
     def get(self, request: GetRequest) -> GetResponse:
-        raw = self._engine.get(encode_key(request.hash_key, request.sort_key))
-        if raw is None or live_expire_ts(raw, self.now_epoch_s()) is None:
+        hash_key = request.hash_key
+        # schema.encode_key without its check: the request was validated (see the class doc).
+        raw = self._engine.get(_KEY_HEADER.pack(len(hash_key)) + hash_key + request.sort_key)
+        if raw is None:
             return GetResponse(value=None)
+        (expire_ts,) = _EXPIRE_TS.unpack_from(raw)
+        if expire_ts and expire_ts <= int(self._clock()) - PEGASUS_EPOCH_UNIX_S:
+            return GetResponse(value=None)  # expired (live_expire_ts, epoch_now inlined)
         return GetResponse(value=raw[VALUE_HEADER_BYTES:])
 
     def ttl(self, request: TtlRequest) -> TtlResponse:
@@ -97,19 +106,26 @@ class Reader:
         return max_count, max_bytes
 
     def multi_get(self, request: MultiGetRequest) -> MultiGetResponse:
-        if request.sort_keys:
-            return self._multi_get_sort_keys(request)
-        return self._multi_get_range(request)
+        """By the named sort keys when there are any, else by range (_multi_get_range).
 
-    def _multi_get_sort_keys(self, request: MultiGetRequest) -> MultiGetResponse:
-        """Only the named sort keys, in sort-key order (Pegasus ignores filters and `reverse`
-        here). complete=False when a limit left out a record that exists.
-
-        The read of a YCSB record (a handful of fields) on the event loop: expiry is tested
-        inline (live_expire_ts), the clock read once."""
-        max_count, max_bytes = self._limits(request)
+        Named sort keys: only those, in sort-key order (Pegasus ignores filters and `reverse`
+        here); complete=False when a limit left out a record that exists. This is the read of a
+        YCSB record (a handful of fields) on the event loop, so it is one function: the limits
+        (_limits), the key prefix and the expiry test (live_expire_ts) are inlined and the clock
+        is read once."""
         sort_keys = request.sort_keys
-        prefix = hash_key_prefix(request.hash_key)
+        if not sort_keys:
+            return self._multi_get_range(request)
+        options = self._options
+        max_count = options.multi_get_max_iterations
+        if 0 < request.max_kv_count < max_count:
+            max_count = request.max_kv_count
+        max_bytes = options.multi_get_max_bytes
+        if 0 < request.max_kv_size < max_bytes:
+            max_bytes = request.max_kv_size
+        hash_key = request.hash_key
+        # schema.hash_key_prefix without its check: the request was validated (see the class doc).
+        prefix = _KEY_HEADER.pack(len(hash_key)) + hash_key
         raws: list[bytes | None]
         if len(sort_keys) == 1:  # one field (a YCSB read): a point get is cheaper than a multi_get
             raws = [self._engine.get(prefix + sort_keys[0])]

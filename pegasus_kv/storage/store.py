@@ -185,7 +185,8 @@ class PartitionStore:
     def read(self, request: Message, *, validated: bool = False) -> Message:
         """Serve one read request; errors are raised as typed PegasusError. validated=True: the
         caller ran core.validation.validate_read on it already (a server, per client read)."""
-        self._ensure_open()
+        if self._closed:
+            self._ensure_open()  # raises
         if not validated:
             validate_read(request)
         handler = self._read_handlers[type(request)]

@@ -39,6 +39,7 @@ from pegasus_kv.core.messages import (
     TtlRequest,
 )
 from pegasus_kv.core.registry import Message
+from pegasus_kv.core.validation import validate_key_read, validate_multi_get, validate_read
 
 WRITE_TYPES: frozenset[type[Message]] = frozenset(WRITE_REQUEST_TYPES)
 INLINE_READ_TYPES: frozenset[type[Message]] = frozenset({GetRequest, TtlRequest})
@@ -108,6 +109,33 @@ def check_partition(gpid: Gpid, request: Message, partition_count: int) -> None:
     else:
         for hash_key, sort_key in routing_keys(request):
             _check_index(gpid, crc64_nvme(hash_key or sort_key) & mask, partition_count)
+
+
+def admit_read(gpid: Gpid, request: Message, partition_count: int) -> bool:
+    """validate_read(request), then check_partition(gpid, request, partition_count), then
+    reads_inline(request): the same errors in the same order and the same answer, with one type
+    dispatch for the three instead of one each. Every client read passes here: cProfile of YCSB C
+    measured 14 Python calls per read for the three, 4 here for a get or a record's multi_get."""
+    kind = type(request)
+    mask = partition_count - 1
+    if partition_count <= 0 or partition_count & mask:
+        validate_read(request)
+        check_partition_count(partition_count)  # raises: not a power of two
+    if kind is MultiGetRequest:
+        validate_multi_get(request)  # type: ignore[arg-type]
+        if crc64_nvme(request.hash_key) & mask != gpid.partition_index:  # type: ignore[attr-defined]
+            check_partition(gpid, request, partition_count)  # raises, naming the partition
+        count = len(request.sort_keys)  # type: ignore[attr-defined]
+        return 0 < count <= MAX_INLINE_MULTI_GET_KEYS
+    if kind in INLINE_READ_TYPES:
+        validate_key_read(request)  # type: ignore[arg-type]
+        hash_key: bytes = request.hash_key  # type: ignore[attr-defined]
+        if crc64_nvme(hash_key or request.sort_key) & mask != gpid.partition_index:  # type: ignore[attr-defined]
+            check_partition(gpid, request, partition_count)
+        return True
+    validate_read(request)
+    check_partition(gpid, request, partition_count)
+    return reads_inline(request)
 
 
 def _check_index(gpid: Gpid, index: int, partition_count: int) -> None:
