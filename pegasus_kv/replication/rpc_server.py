@@ -389,9 +389,14 @@ class _ServerConnection(asyncio.Protocol):
             self._fail(request, exc)
             return
         if isinstance(result, Message):
-            # The common case, answered at once: framed here (what _finish and _send do).
+            # The common case, answered at once: what _finish and _send do, inlined.
             if kind is _REQUEST:
-                self._send(request, result)
+                try:
+                    self._writer.write_message(
+                        result, request.request_id, _RESPONSE, request.gpid, self._max_frame_bytes
+                    )
+                except CodecError as exc:
+                    self._send_unencodable(request, exc)
             return  # a one-way message: nobody waits for it, the reply is dropped
         if result is None:
             if kind is not _ONEWAY:
@@ -499,14 +504,18 @@ class _ServerConnection(asyncio.Protocol):
                 reply, request.request_id, _RESPONSE, request.gpid, self._max_frame_bytes
             )
         except CodecError as exc:
-            logger.error("%s: cannot encode the reply to %s: %s", self._server.name, self.peer, exc.message)
-            frame = encode_frame(
-                ErrorReply(
-                    int(ErrorCode.CODEC),
-                    f"the reply could not be encoded: {exc.message}"[:MAX_ERROR_MESSAGE_CHARS],
-                ),
-                request_id=request.request_id,
-                kind=FrameKind.RESPONSE,
-                gpid=request.gpid,
-            )
-            self._writer.write(frame)
+            self._send_unencodable(request, exc)
+
+    def _send_unencodable(self, request: Decoded, exc: CodecError) -> None:
+        """The reply to `request` could not be framed (exc): answer CODEC instead."""
+        logger.error("%s: cannot encode the reply to %s: %s", self._server.name, self.peer, exc.message)
+        frame = encode_frame(
+            ErrorReply(
+                int(ErrorCode.CODEC),
+                f"the reply could not be encoded: {exc.message}"[:MAX_ERROR_MESSAGE_CHARS],
+            ),
+            request_id=request.request_id,
+            kind=FrameKind.RESPONSE,
+            gpid=request.gpid,
+        )
+        self._writer.write(frame)

@@ -116,6 +116,22 @@ class Reader:
         sort_keys = request.sort_keys
         if not sort_keys:
             return self._multi_get_range(request)
+        hash_key = request.hash_key
+        # schema.hash_key_prefix without its check: the request was validated (see the class doc).
+        prefix = _KEY_HEADER.pack(len(hash_key)) + hash_key
+        if len(sort_keys) == 1:
+            # One field (a YCSB read): a point get. No limit can leave out the first record (both
+            # caps are positive, StoreOptions), so they are not computed.
+            sort_key = sort_keys[0]
+            raw = self._engine.get(prefix + sort_key)
+            if raw is None:
+                return MultiGetResponse(kvs=[], complete=True)
+            (expire_ts,) = _EXPIRE_TS.unpack_from(raw)
+            if expire_ts and expire_ts <= int(self._clock()) - PEGASUS_EPOCH_UNIX_S:
+                return MultiGetResponse(kvs=[], complete=True)  # expired (live_expire_ts)
+            return MultiGetResponse(
+                kvs=[(sort_key, b"" if request.no_value else raw[VALUE_HEADER_BYTES:])], complete=True
+            )
         options = self._options
         max_count = options.multi_get_max_iterations
         if 0 < request.max_kv_count < max_count:
@@ -123,15 +139,8 @@ class Reader:
         max_bytes = options.multi_get_max_bytes
         if 0 < request.max_kv_size < max_bytes:
             max_bytes = request.max_kv_size
-        hash_key = request.hash_key
-        # schema.hash_key_prefix without its check: the request was validated (see the class doc).
-        prefix = _KEY_HEADER.pack(len(hash_key)) + hash_key
-        raws: list[bytes | None]
-        if len(sort_keys) == 1:  # one field (a YCSB read): a point get is cheaper than a multi_get
-            raws = [self._engine.get(prefix + sort_keys[0])]
-        else:
-            sort_keys = sorted(set(sort_keys))
-            raws = self._engine.multi_get([prefix + sort_key for sort_key in sort_keys])
+        sort_keys = sorted(set(sort_keys))
+        raws = self._engine.multi_get([prefix + sort_key for sort_key in sort_keys])
         now = int(self._clock()) - PEGASUS_EPOCH_UNIX_S  # epoch_now, inlined
         unpack_expire_ts = _EXPIRE_TS.unpack_from
         no_value = request.no_value
