@@ -454,8 +454,13 @@ class _ServerConnection(asyncio.Protocol):
             reply = pending._reply
             if pending._error is not None:
                 self._fail(request, pending._error)
-            elif reply is not None and request.kind is _REQUEST:
-                self._send(request, reply)  # what _finish does with a reply to a request
+            elif reply is not None and request.kind is _REQUEST:  # what _finish and _send do
+                try:
+                    self._writer.write_message(
+                        reply, request.request_id, _RESPONSE, request.gpid, self._max_frame_bytes
+                    )
+                except CodecError as exc:
+                    self._send_unencodable(request, exc)
             else:
                 self._finish(request, reply)
         except Exception:  # a bug here must not break the caller's loop over its waiting writes
