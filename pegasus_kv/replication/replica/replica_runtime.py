@@ -402,7 +402,7 @@ class ReplicaRuntime:
         """Hand queued mutations to the log, in order, a bounded group per submit, while it has room."""
         log = self._log
         queue = self._persist_queue
-        if not queue or log is None or not self.is_open:
+        if not queue or log is None or not self._is_open:
             return  # nothing queued (a durable group calls this too), or open() submits later
         settings = self.settings
         max_records = settings.max_persist_batch_records
@@ -520,7 +520,7 @@ class ReplicaRuntime:
             jobs
             and self._store_task is None
             and self._failure is None
-            and self.is_open
+            and self._is_open  # the property, read directly: twice per mutation
             and not self._store_stopped
         ):
             job = jobs[0]
