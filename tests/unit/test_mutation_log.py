@@ -487,3 +487,36 @@ def test_reads_are_bounded_by_max_bytes_and_always_make_progress(tmp_path: Path)
             assert await log.read(29, 10_000, 1 << 20) == mutations[28:]
 
     run(story)
+
+
+def test_a_writer_with_two_threads_logs_every_submit_in_order_and_closes(tmp_path: Path) -> None:
+    # Each thread takes its share of the queued batches; every log still sees its own batches
+    # durable in submit order, and close() runs what is queued before both threads stop.
+    async def story() -> None:
+        writer = LogWriter("test-log-writer", threads=2)
+        names = ("a", "b", "c", "d")
+        logs = {name: await MutationLog.open(tmp_path / name, FAST, writer=writer) for name in names}
+        reported: dict[str, list[int]] = {name: [] for name in names}
+        loop = asyncio.get_running_loop()
+        all_reported = loop.create_future()
+
+        def done(name: str, decree: int, error: StorageError | None) -> None:
+            assert error is None
+            reported[name].append(decree)
+            if all(len(decrees) == 20 for decrees in reported.values()):
+                all_reported.set_result(None)
+
+        for decree in range(1, 21):
+            for name, log in logs.items():
+                log.submit([encode_for_log(mutation(decree))], functools.partial(done, name, decree))
+        await asyncio.wait_for(all_reported, timeout=30)
+        assert all(decrees == list(range(1, 21)) for decrees in reported.values())
+        for log in logs.values():
+            await log.close()
+        await asyncio.wait_for(writer.close(), timeout=30)
+        await writer.close()  # idempotent
+
+    run(story)
+    for name in ("a", "b", "c", "d"):
+        directory = tmp_path / name
+        assert run(functools.partial(replayed, directory, FAST)) == [mutation(d) for d in range(1, 21)]

@@ -150,7 +150,16 @@ class NodeReady:
         self.dropped.extend(later.dropped)
 
     def add(self, gpid: Gpid, ready: Ready) -> None:
-        if ready.is_empty:
+        if not (  # ready.is_empty, inlined: once per replica event
+            ready.persist
+            or ready.send
+            or ready.send_after_persist
+            or ready.apply
+            or ready.replies
+            or ready.propose
+            or ready.requests
+            or ready.request_config_sync
+        ):
             return
         if gpid in self.replicas:
             self.replicas[gpid].extend(ready)
@@ -543,12 +552,16 @@ class ReplicaNode:
         return self._out
 
     def _end(self) -> NodeReady:
-        out = self._o
+        out = self._out  # _o, inlined here and in _collect: both run for every event
+        if out is None:
+            violated(f"{self}: output outside an event")
         self._out = None
         return out
 
     def _collect(self, gpid: Gpid, ready: Ready) -> None:
-        out = self._o
+        out = self._out
+        if out is None:
+            violated(f"{self}: output outside an event")
         if ready.propose:
             for proposal in ready.propose:
                 out.to_meta.append(ConfigProposalRequest(proposal=proposal))

@@ -51,16 +51,14 @@ class PrepareList:
         self._entries: deque[Mutation] = deque()
         # Decree of _entries[0]; when empty, the decree the next entry must have.
         self._first = last_committed_decree + 1
-        self._last_committed = last_committed_decree
-        # Always _first + len(_entries) - 1 (the commit point when nothing is held), kept rather than
-        # computed: it is read several times per event on the write path (checked by _check).
-        self._max = last_committed_decree
+        # Plain attributes, not properties: the replica reads them a dozen times per mutation (a
+        # property is a call each). Only this class changes them.
+        self.last_committed_decree = last_committed_decree
+        # The largest decree prepared: always _first + len(_entries) - 1 (the commit point when
+        # nothing is held), kept rather than computed (checked by _check).
+        self.max_decree = last_committed_decree
 
     # --- reading ------------------------------------------------------------------------------
-
-    @property
-    def last_committed_decree(self) -> int:
-        return self._last_committed
 
     @property
     def start_decree(self) -> int:
@@ -68,13 +66,8 @@ class PrepareList:
         return self._first
 
     @property
-    def max_decree(self) -> int:
-        """The largest decree prepared (the commit point when nothing after it is held)."""
-        return self._max
-
-    @property
     def uncommitted_count(self) -> int:
-        return self._max - self._last_committed
+        return self.max_decree - self.last_committed_decree
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -87,14 +80,14 @@ class PrepareList:
 
     def has_room_for(self, decree: int) -> bool:
         """Whether a mutation at `decree` would keep the uncommitted part within capacity."""
-        return decree - self._last_committed <= self.capacity
+        return decree - self.last_committed_decree <= self.capacity
 
     def entries(self, from_decree: int, to_decree: int) -> list[Mutation]:
         """Held mutations with from_decree <= decree <= to_decree (the caller checks they are held)."""
         first = self._first
         if from_decree < first:
             violated(f"decree {from_decree} is below the prepare list {first}")
-        if to_decree > self._max:
+        if to_decree > self.max_decree:
             violated(f"decree {to_decree} is beyond the prepare list")
         entries = self._entries
         if from_decree == to_decree:
@@ -102,7 +95,11 @@ class PrepareList:
         return [entries[d - first] for d in range(from_decree, to_decree + 1)]
 
     def uncommitted(self) -> list[Mutation]:
-        return self.entries(self._last_committed + 1, self._max) if self._max > self._last_committed else []
+        return (
+            self.entries(self.last_committed_decree + 1, self.max_decree)
+            if self.max_decree > self.last_committed_decree
+            else []
+        )
 
     # --- changing -----------------------------------------------------------------------------
 
@@ -119,16 +116,18 @@ class PrepareList:
           reconciliation: secondaries drop what the new primary does not have).
         """
         decree = mutation.decree
-        if decree <= self._last_committed:
+        if decree <= self.last_committed_decree:
             violated(f"decree {decree} is already committed")
-        if decree > self._max + 1:
-            violated(f"decree {decree} leaves a gap after {self._max}")
-        if decree - self._last_committed > self.capacity:
+        if decree > self.max_decree + 1:
+            violated(f"decree {decree} leaves a gap after {self.max_decree}")
+        if decree - self.last_committed_decree > self.capacity:
             violated(f"decree {decree} exceeds the prepare list capacity")
-        if decree == self._max + 1:  # the common case: a new decree at the end
-            self._entries.append(mutation)
-            self._max = decree
-            self._evict()
+        if decree == self.max_decree + 1:  # the common case: a new decree at the end
+            entries = self._entries
+            entries.append(mutation)
+            self.max_decree = decree
+            if len(entries) > self.capacity:  # _evict has nothing to do otherwise (entries is not empty)
+                self._evict()
             self._check()
             return True
         existing = self._entries[decree - self._first]
@@ -146,32 +145,33 @@ class PrepareList:
         else:
             self._truncate_from(decree)
             self._entries.append(mutation)
-            self._max = decree
+            self.max_decree = decree
         self._check()
         return True
 
     def commit(self, decree: int) -> list[Mutation]:
         """Move the commit point up to `decree`; returns the newly committed mutations in order."""
-        if decree > self._max:
-            violated(f"commit to {decree} beyond max decree {self._max}")
-        if decree <= self._last_committed:
+        if decree > self.max_decree:
+            violated(f"commit to {decree} beyond max decree {self.max_decree}")
+        if decree <= self.last_committed_decree:
             return []
-        newly = self.entries(self._last_committed + 1, decree)
-        self._last_committed = decree
-        self._evict()
+        newly = self.entries(self.last_committed_decree + 1, decree)
+        self.last_committed_decree = decree
+        if len(self._entries) > self.capacity:  # _evict has nothing to do otherwise (newly is held)
+            self._evict()
         self._check()
         return newly
 
     def truncate_uncommitted(self) -> list[Mutation]:
         """Drop every uncommitted entry (a learner restarting, a replica reset); returns them."""
         dropped = self.uncommitted()
-        self._truncate_from(self._last_committed + 1)
+        self._truncate_from(self.last_committed_decree + 1)
         self._check()
         return dropped
 
     def truncate_after(self, decree: int) -> None:
         """Drop every entry after `decree` (which must not be before the commit point)."""
-        require(decree >= self._last_committed, f"truncating committed decrees after {decree}")
+        require(decree >= self.last_committed_decree, f"truncating committed decrees after {decree}")
         self._truncate_from(decree + 1)
         self._check()
 
@@ -180,8 +180,8 @@ class PrepareList:
         require(last_committed_decree >= 0, f"negative committed decree {last_committed_decree}")
         self._entries.clear()
         self._first = last_committed_decree + 1
-        self._last_committed = last_committed_decree
-        self._max = last_committed_decree
+        self.last_committed_decree = last_committed_decree
+        self.max_decree = last_committed_decree
         self._check()
 
     @classmethod
@@ -225,37 +225,37 @@ class PrepareList:
 
     def _truncate_from(self, decree: int) -> None:
         entries = self._entries
-        while entries and self._max >= decree:
+        while entries and self.max_decree >= decree:
             entries.pop()
-            self._max -= 1
+            self.max_decree -= 1
         if not entries:
-            self._first = self._last_committed + 1
-            self._max = self._last_committed
+            self._first = self.last_committed_decree + 1
+            self.max_decree = self.last_committed_decree
 
     def _evict(self) -> None:
         entries = self._entries
-        while len(entries) > self.capacity and self._first <= self._last_committed:
+        while len(entries) > self.capacity and self._first <= self.last_committed_decree:
             entries.popleft()
             self._first += 1
         if not entries:
-            self._first = self._last_committed + 1
+            self._first = self.last_committed_decree + 1
 
     def _check(self) -> None:
         # O(1), after every change; messages are formatted only when a check fails.
         entries = self._entries
         count = len(entries)
         first = self._first
-        last_committed = self._last_committed
+        last_committed = self.last_committed_decree
         if count > self.capacity:
             violated(f"prepare list holds {count} > capacity")
         if first - 1 > last_committed:
             violated("a gap between the commit point and the list")
-        if self._max != first + count - 1:
-            violated(f"max decree {self._max} does not match the entries held from {first}")
-        if last_committed > self._max:
+        if self.max_decree != first + count - 1:
+            violated(f"max decree {self.max_decree} does not match the entries held from {first}")
+        if last_committed > self.max_decree:
             violated("commit point beyond the last prepared decree")
         if count:
             if entries[0].decree != first:
                 violated("first entry has the wrong decree")
-            if entries[-1].decree != self._max:
+            if entries[-1].decree != self.max_decree:
                 violated("decrees are not contiguous")

@@ -697,10 +697,13 @@ class Replica:
         """Prepares leave at once only once the ballot is durable in this replica's log."""
         ps = self._primary
         assert ps is not None
+        out = self._out
+        if out is None:
+            violated(f"{self}: output outside an event")
         if ps.ballot_record in self._unsynced_count:
-            self._o.send_after_persist.append(Outbound(to, message))
+            out.send_after_persist.append(Outbound(to, message))
         else:
-            self._o.send.append(Outbound(to, message))
+            out.send.append(Outbound(to, message))
 
     def _prepare_message(self, mutation: Mutation) -> Prepare:
         config = self._config
@@ -749,7 +752,10 @@ class Replica:
     def _commit_to(self, decree: int) -> None:
         """Move the commit point and hand the newly committed mutations to the runtime to apply."""
         ps = self._primary
-        apply = self._o.apply
+        out = self._out
+        if out is None:
+            violated(f"{self}: output outside an event")
+        apply = out.apply
         for mutation in self.plist.commit(decree):
             tokens: tuple[ClientToken, ...] = ()
             if ps is not None:
@@ -1095,7 +1101,10 @@ class Replica:
         )
         if outcome == _OK:
             # An OK promises the mutation is durable here: it must not overtake the fsync.
-            self._o.send_after_persist.append(Outbound(to, ack))
+            out = self._out
+            if out is None:
+                violated(f"{self}: output outside an event")
+            out.send_after_persist.append(Outbound(to, ack))
         else:
             self._send(to, ack)
 
@@ -1390,7 +1399,10 @@ class Replica:
         return out
 
     def _send(self, to: NodeAddress, message: Message) -> None:
-        self._o.send.append(Outbound(to, message))
+        out = self._out  # _o, inlined on the per-mutation paths
+        if out is None:
+            violated(f"{self}: output outside an event")
+        out.send.append(Outbound(to, message))
 
     def _reply(self, token: ClientToken, code: ErrorCode) -> None:
         self._o.replies.append(ClientReply(token, code))
@@ -1413,9 +1425,12 @@ class Replica:
         count = counts.get(key, 0)
         if count and not force:
             return  # the earlier append of the very same mutation is still on its way to disk
+        out = self._out
+        if out is None:
+            violated(f"{self}: output outside an event")
         if mutation.decree > self._log_max_decree:
             self._log_max_decree = mutation.decree
-        self._o.persist.append(mutation)
+        out.persist.append(mutation)
         self._unsynced.append(key)
         counts[key] = count + 1
 

@@ -26,6 +26,8 @@ from pegasus_kv.core.scanning import first_valid_offset
 
 MAGIC = 0x4C4D4B50  # b"PKML" little-endian: "Pegasus-Kv Mutation Log"
 HEADER = struct.Struct("<IIIqq")
+_MAGIC_CRC = struct.Struct("<II")
+_TAIL = struct.Struct("<Iqq")
 HEADER_BYTES = HEADER.size
 # Refuse to believe a length beyond this: it bounds what a corrupt header can make a scan read, and
 # no mutation comes near it (a write is at most 1 MB and the primary bounds its batches).
@@ -56,10 +58,10 @@ def encode_record(mutation: Mutation) -> bytes:
         raise StorageError(
             f"mutation of decree {mutation.decree} encodes to {len(payload)} bytes, over the log's limit"
         )
-    tail = struct.pack("<Iqq", len(payload), mutation.ballot, mutation.decree)
-    return (
-        HEADER.pack(MAGIC, _checksum(tail, payload), len(payload), mutation.ballot, mutation.decree) + payload
-    )
+    # HEADER is magic, crc, then these same fields ("<" packs no padding): packed once, they are
+    # both the checksummed bytes and the header's tail (once per mutation on every replica).
+    tail = _TAIL.pack(len(payload), mutation.ballot, mutation.decree)
+    return b"".join((_MAGIC_CRC.pack(MAGIC, zlib.crc32(payload, zlib.crc32(tail))), tail, payload))
 
 
 def decode_record(data: bytes | memoryview, where: str) -> Mutation:

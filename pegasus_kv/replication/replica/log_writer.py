@@ -31,14 +31,13 @@ deletes a segment.
 from __future__ import annotations
 
 import asyncio
-import collections
-import dataclasses
 import logging
+import queue
 import threading
 import weakref
 from collections.abc import Callable, Sequence
 
-from pegasus_kv.replication.replica.invariants import invariant
+from pegasus_kv.replication.replica.invariants import invariant, violated
 from pegasus_kv.replication.replica.log_store import EncodedMutation, SegmentedLog
 from pegasus_kv.replication.replica.shared_log import SharedLog, SharedRecord
 from pegasus_kv.replication.replica.shared_log_collector import SharedLogCollector
@@ -52,12 +51,19 @@ JobDone = Callable[[BaseException | None], None]
 MAX_QUEUED_JOBS = 100_000
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
 class _SharedBatch:
     """A batch for a private log with deferred sync, made durable by the shared log's append."""
 
-    store: SegmentedLog
-    items: Sequence[EncodedMutation]
+    __slots__ = ("items", "store")
+
+    def __init__(self, store: SegmentedLog, items: Sequence[EncodedMutation]) -> None:
+        # A plain class: one is made per batch on the event loop (a frozen dataclass costs twice).
+        self.store = store
+        self.items = items
+
+
+# Put in the job queue by close(), one per thread: a thread that takes it stops after its round.
+_STOP = None
 
 
 class LogWriter:
@@ -68,13 +74,15 @@ class LogWriter:
         self._collector = SharedLogCollector(shared_log, f"{name}-collector") if shared_log else None
         self._loop = asyncio.get_running_loop()
         self._lock = threading.Lock()
-        self._wakeup = threading.Condition(self._lock)
-        self._jobs: collections.deque[tuple[Job | _SharedBatch, JobDone]] = collections.deque()  # under _lock
-        # Private logs that wrote through the shared log since its last collection (under _lock).
-        self._unsynced_logs: weakref.WeakSet[SegmentedLog] = weakref.WeakSet()
+        # The jobs, in submit order. A SimpleQueue: put and the writer's blocking get are C calls
+        # (a deque under a Condition cost a Python-level notify per batch on the event loop).
+        self._jobs: queue.SimpleQueue[tuple[Job | _SharedBatch, JobDone] | None] = queue.SimpleQueue()
+        # Private logs that wrote through the shared log since its last collection, by id() with a
+        # weak reference that tells whether that id is still the same log (under _lock).
+        self._unsynced_logs: dict[int, weakref.ref[SegmentedLog]] = {}
         self._results: list[tuple[JobDone, BaseException | None]] = []  # under _lock
         self._delivery_scheduled = False  # under _lock
-        self._closing = False  # under _lock
+        self._closing = False  # set on the event loop, like every submit
         self._running = threads  # under _lock
         self._stopped = self._loop.create_future()
         self._threads = [
@@ -87,42 +95,54 @@ class LogWriter:
     def submit(self, job: Job, done: JobDone) -> None:
         """Run job() on the writer thread after every job submitted before; then done(error or
         None) on the event loop. Called on the event loop."""
-        with self._lock:
-            invariant(not self._closing, "a job submitted to a closed log writer")
-            invariant(len(self._jobs) < MAX_QUEUED_JOBS, "the log writer's queue is full")
-            self._jobs.append((job, done))
-            self._wakeup.notify()
+        if self._closing:
+            violated("a job submitted to a closed log writer")
+        if self._jobs.qsize() >= MAX_QUEUED_JOBS:
+            violated("the log writer's queue is full")
+        self._jobs.put((job, done))
 
     def submit_shared(self, store: SegmentedLog, items: Sequence[EncodedMutation], done: JobDone) -> None:
         """Write `items` into `store` (deferred sync) and make them durable through the shared log,
         in one round with every batch queued with it; then done(error or None) on the event loop."""
-        invariant(self.shared_log is not None, "a shared batch for a writer with no shared log")
-        invariant(store.defer_sync, "a shared batch for a log that syncs its own batches")
-        with self._lock:
-            invariant(not self._closing, "a job submitted to a closed log writer")
-            invariant(len(self._jobs) < MAX_QUEUED_JOBS, "the log writer's queue is full")
-            self._jobs.append((_SharedBatch(store, items), done))
-            self._wakeup.notify()
+        if self.shared_log is None:
+            violated("a shared batch for a writer with no shared log")
+        if not store.defer_sync:
+            violated("a shared batch for a log that syncs its own batches")
+        if self._closing:
+            violated("a job submitted to a closed log writer")
+        if self._jobs.qsize() >= MAX_QUEUED_JOBS:
+            violated("the log writer's queue is full")
+        self._jobs.put((_SharedBatch(store, items), done))
 
     async def close(self) -> None:
         """Run what is queued, stop the thread. Idempotent."""
-        with self._lock:
+        if not self._closing:
             self._closing = True
-            self._wakeup.notify_all()
+            for _ in self._threads:
+                self._jobs.put(_STOP)
         await asyncio.shield(self._stopped)
 
     def _run(self) -> None:
+        jobs_queue = self._jobs
         try:
             while True:
-                with self._lock:
-                    while not self._jobs and not self._closing:
-                        self._wakeup.wait()
-                    if not self._jobs:
-                        return
-                    # One thread takes everything queued; with several, each takes its share, so
-                    # the fsyncs of different logs overlap.
-                    share = max(1, len(self._jobs) // len(self._threads))
-                    jobs = [self._jobs.popleft() for _ in range(share)]
+                first = jobs_queue.get()
+                if first is _STOP:
+                    return
+                # One thread takes everything queued; with several, each takes its share, so
+                # the fsyncs of different logs overlap.
+                jobs = [first]
+                share = max(1, (jobs_queue.qsize() + 1) // len(self._threads))
+                stop = False
+                while len(jobs) < share:
+                    try:
+                        job = jobs_queue.get_nowait()
+                    except queue.Empty:
+                        break
+                    if job is _STOP:
+                        stop = True
+                        break
+                    jobs.append(job)
                 results = self._run_round(jobs)
                 with self._lock:
                     self._results.extend(results)
@@ -130,6 +150,8 @@ class LogWriter:
                     self._delivery_scheduled = True
                 if schedule:
                     self._loop.call_soon_threadsafe(self._deliver)
+                if stop:
+                    return
         finally:
             with self._lock:
                 self._running -= 1
@@ -148,10 +170,14 @@ class LogWriter:
         for job, done in jobs:
             try:
                 if isinstance(job, _SharedBatch):
-                    placements = job.store.write_unsynced(job.items)
+                    store = job.store
+                    placements = store.write_unsynced(job.items)
+                    key = id(store)
                     with self._lock:
-                        self._unsynced_logs.add(job.store)
-                    log_id = job.store.log_id
+                        known = self._unsynced_logs.get(key)
+                        if known is None or known() is not store:  # not yet, or a dead log's id
+                            self._unsynced_logs[key] = weakref.ref(store)
+                    log_id = store.log_id
                     shared_records.extend(
                         SharedRecord(log_id, seq, offset, record) for seq, offset, record in placements
                     )
@@ -179,8 +205,8 @@ class LogWriter:
         and then deletes the segments. The registry starts over: a log that writes from now on is
         collected with the next rotation."""
         with self._lock:
-            logs = list(self._unsynced_logs)
-            self._unsynced_logs = weakref.WeakSet()
+            logs = [log for ref in self._unsynced_logs.values() if (log := ref()) is not None]
+            self._unsynced_logs = {}
         assert self._collector is not None  # there is a shared log
         self._collector.schedule(logs, segments)
 

@@ -53,7 +53,7 @@ from pegasus_kv.core.errors import (
     StorageError,
 )
 from pegasus_kv.core.mutation import Mutation
-from pegasus_kv.replication.replica.invariants import invariant
+from pegasus_kv.replication.replica.invariants import violated
 from pegasus_kv.replication.replica.log_record import encode_record
 from pegasus_kv.replication.replica.log_store import (
     EncodedMutation,
@@ -138,6 +138,7 @@ class MutationLog:
         self._pending: collections.deque[_PendingAppend] = collections.deque()
         self._pending_bytes = 0
         self._writing = False  # a batch is in the worker thread
+        self._in_flight: list[_PendingAppend] = []  # that batch, when it went to submit_shared
         self._room_waiters: collections.deque[asyncio.Future[None]] = collections.deque()  # appends
         self._idle_waiters: list[asyncio.Future[None]] = []  # close(): nothing queued or being written
         self._max_queued_ballot = store.max_ballot
@@ -264,30 +265,47 @@ class MutationLog:
         are called in submit order. The caller checks `has_room_for` first. Raises at once, queueing
         nothing, what `append` raises.
         """
-        invariant(bool(items), "an empty submit")
-        invariant(
-            self.has_room_for(len(items), sum(len(item.record) for item in items)),
-            f"mutation log {self.directory}: submit beyond the pending bounds",
-        )
-        self._queue(items, done)
+        if not items:
+            violated("an empty submit")
+        self._queue(items, done, check_room=True)
 
-    def _queue(self, items: Sequence[EncodedMutation], done: DurableCallback) -> None:
-        self._check_accepting()
-        # Checked before anything is queued, in queue order, so the log's ballots never go down.
+    def _queue(
+        self, items: Sequence[EncodedMutation], done: DurableCallback, *, check_room: bool = False
+    ) -> None:
+        # One pass over the items for the room check (submit) and the ballot order; the checks keep
+        # their order (room, then accepting, then ballots): once per mutation on every replica.
         ballot = self._max_queued_ballot
+        stale: Mutation | None = None
+        stale_below = 0
+        size = 0
         for item in items:
-            if item.mutation.ballot < ballot:
-                raise StaleBallotError(
-                    f"mutation of decree {item.mutation.decree} has ballot {item.mutation.ballot}, "
-                    f"below ballot {ballot} already logged"
-                )
-            ballot = item.mutation.ballot
+            mutation = item.mutation
+            if mutation.ballot < ballot:
+                if stale is None:
+                    stale, stale_below = mutation, ballot
+            else:
+                ballot = mutation.ballot
+            size += len(item.record)
+        if check_room and not self.has_room_for(len(items), size):
+            violated(f"mutation log {self.directory}: submit beyond the pending bounds")
+        self._check_accepting()
+        if stale is not None:
+            # Checked before anything is queued, in queue order, so the log's ballots never go down.
+            raise StaleBallotError(
+                f"mutation of decree {stale.decree} has ballot {stale.ballot}, "
+                f"below ballot {stale_below} already logged"
+            )
         self._max_queued_ballot = ballot
-        last = len(items) - 1
-        for index, item in enumerate(items):
-            self._pending.append(_PendingAppend(item, done if index == last else None))
-            self._pending_bytes += len(item.record)
-        self._start_batch()
+        pending = self._pending
+        if len(items) == 1:
+            pending.append(_PendingAppend(items[0], done))
+        else:
+            last = len(items) - 1
+            for index, item in enumerate(items):
+                pending.append(_PendingAppend(item, done if index == last else None))
+        self._pending_bytes += size
+        if not self._writing:
+            self._start_batch()
 
     def _check_accepting(self) -> None:
         if self._failure is not None:
@@ -300,24 +318,34 @@ class MutationLog:
         if self._writing or self._failure is not None:
             return
         if not self._pending:
-            self._wake(self._idle_waiters)
+            if self._idle_waiters:
+                self._wake(self._idle_waiters)
             return
         batch = self._take_batch()
         self._writing = True
         items = [pending.item for pending in batch]
+        writer = self._writer
         if self._store.defer_sync:
-            invariant(self._writer is not None, "a log with deferred sync needs the shared log's writer")
-            assert self._writer is not None
-            self._writer.submit_shared(self._store, items, functools.partial(self._batch_written, batch))
+            if writer is None:
+                violated("a log with deferred sync needs the shared log's writer")
+            # One batch in flight at a time: its done callback is a bound method reading the batch
+            # from here, not a partial made per batch.
+            self._in_flight = batch
+            writer.submit_shared(self._store, items, self._shared_batch_written)
             return
-        if self._writer is not None:
-            self._writer.submit(
+        if writer is not None:
+            writer.submit(
                 functools.partial(self._store.write_batch, items),
                 functools.partial(self._batch_written, batch),
             )
             return
         written = self._loop.run_in_executor(self._executor, self._store.write_batch, items)
         written.add_done_callback(functools.partial(self._batch_written_future, batch))
+
+    def _shared_batch_written(self, error: BaseException | None) -> None:
+        batch = self._in_flight
+        self._in_flight = []
+        self._batch_written(batch, error)
 
     def _batch_written_future(self, batch: list[_PendingAppend], written: asyncio.Future[None]) -> None:
         if written.cancelled():
@@ -339,23 +367,29 @@ class MutationLog:
         # The next batch goes to the thread before this one's appends are told, so the disk is busy
         # while their callbacks run.
         self._start_batch()
-        self._wake(self._room_waiters)
+        if self._room_waiters:
+            self._wake(self._room_waiters)
         for pending in batch:
             if pending.done is not None:
                 pending.done(None)
 
     def _take_batch(self) -> list[_PendingAppend]:
+        pending = self._pending
+        max_records = self.options.max_batch_records
+        max_bytes = self.options.max_batch_bytes
         batch: list[_PendingAppend] = []
         batch_bytes = 0
-        while self._pending and len(batch) < self.options.max_batch_records:
-            size = len(self._pending[0].item.record)
-            if batch and batch_bytes + size > self.options.max_batch_bytes:
+        while pending and len(batch) < max_records:
+            size = len(pending[0].item.record)
+            if batch and batch_bytes + size > max_bytes:
                 break
-            batch.append(self._pending.popleft())
+            batch.append(pending.popleft())
             batch_bytes += size
         self._pending_bytes -= batch_bytes
-        invariant(bool(batch), "the writer took an empty batch")
-        invariant(self._pending_bytes >= 0, "pending bytes went negative")
+        if not batch:
+            violated("the writer took an empty batch")
+        if self._pending_bytes < 0:
+            violated("pending bytes went negative")
         return batch
 
     def _fail(self, batch: list[_PendingAppend], failure: StorageError) -> None:

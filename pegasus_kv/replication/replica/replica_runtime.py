@@ -385,7 +385,7 @@ class ReplicaRuntime:
     def persist(self, mutations: Sequence[Mutation]) -> None:
         if not mutations or self._failure is not None or self._closing:
             return
-        self._persist_queue.extend(encode_for_log(mutation) for mutation in mutations)
+        self._persist_queue.extend([encode_for_log(mutation) for mutation in mutations])
         self._persisted_count += len(mutations)
         self._submit_queued()
 
@@ -401,16 +401,18 @@ class ReplicaRuntime:
     def _submit_queued(self) -> None:
         """Hand queued mutations to the log, in order, a bounded group per submit, while it has room."""
         log = self._log
-        if log is None or not self.is_open:
-            return  # open() submits once the files are open
-        settings = self.settings
         queue = self._persist_queue
+        if not queue or log is None or not self._is_open:
+            return  # nothing queued (a durable group calls this too), or open() submits later
+        settings = self.settings
+        max_records = settings.max_persist_batch_records
+        max_bytes = settings.max_persist_batch_bytes
         while queue and self._failure is None:
             group: list[EncodedMutation] = []
             group_bytes = 0
-            while queue and len(group) < settings.max_persist_batch_records:
+            while queue and len(group) < max_records:
                 size = len(queue[0].record)
-                if group and group_bytes + size > settings.max_persist_batch_bytes:
+                if group and group_bytes + size > max_bytes:
                     break
                 if not log.has_room_for(len(group) + 1, group_bytes + size):
                     break
@@ -441,7 +443,9 @@ class ReplicaRuntime:
         recorded (layout.py), and so does every group after it."""
         while self._durable_groups and not self._recording_ballot and self._failure is None:
             group = self._durable_groups[0]
-            ballot = max(mutation.ballot for mutation in group)
+            # The log takes a group only if its ballots never go down (MutationLog refuses a lower
+            # one), so the last mutation carries the group's highest ballot.
+            ballot = group[-1].ballot
             if ballot > self._recorded_ballot:
                 self._recording_ballot = True
                 # On the log's threads: it is part of making the group durable, and must not queue
@@ -516,7 +520,7 @@ class ReplicaRuntime:
             jobs
             and self._store_task is None
             and self._failure is None
-            and self.is_open
+            and self._is_open  # the property, read directly: twice per mutation
             and not self._store_stopped
         ):
             job = jobs[0]
@@ -874,5 +878,7 @@ def _durable_reports(batch: list[Mutation]) -> list[Mutation]:
     earlier occurrence of a key that occurs again later is reported first, so that every report
     pops exactly up to its own append.
     """
+    if len(batch) == 1:
+        return batch  # one mutation per group: the usual case at one write per mutation
     last_index = {(m.ballot, m.decree): i for i, m in enumerate(batch)}
     return [m for i, m in enumerate(batch) if last_index[(m.ballot, m.decree)] != i or i == len(batch) - 1]

@@ -556,7 +556,10 @@ class ReplicaServer:
     # --- RuntimeHost (replica_runtime.py) -----------------------------------------------------
 
     def on_log_durable(self, runtime: ReplicaRuntime, ballot: int, decree: int) -> None:
-        self._deliver(runtime, ReplicaNode.on_log_durable, runtime.gpid, ballot, decree, roles=False)
+        # _deliver, inlined: once per durable log group of every replica.
+        gpid = runtime.gpid
+        if self._runtimes.get(gpid) is runtime:
+            self._run_event(ReplicaNode.on_log_durable, gpid, ballot, decree, roles=False)
 
     def answer_write(self, token: ClientToken, reply: Message) -> None:
         self._waiters.answer(token, reply)

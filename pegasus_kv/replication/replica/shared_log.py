@@ -74,6 +74,8 @@ SHARED_LOG_DIR = "slog"
 LOCK_FILE_NAME = "LOCK"
 MAGIC = 0x4C534B50  # b"PKSL" little-endian: "Pegasus-Kv Shared Log"
 HEADER = struct.Struct("<IIIIQQ")
+_MAGIC_CRC = struct.Struct("<II")
+_TAIL = struct.Struct("<IIQQ")
 HEADER_BYTES = HEADER.size
 MAX_SEGMENT_SEQ = (1 << 32) - 1  # a private segment seq is stored in 32 bits
 _MAGIC_BYTES = struct.pack("<I", MAGIC)
@@ -102,15 +104,10 @@ def encode_shared_record(record: SharedRecord) -> bytes:
             f"a record of {len(payload)} bytes in private segment {record.segment_seq} "
             "does not fit the shared log"
         )
-    tail = struct.pack("<IIQQ", len(payload), record.segment_seq, record.log_id, record.offset)
-    return HEADER.pack(
-        MAGIC,
-        zlib.crc32(payload, zlib.crc32(tail)),
-        len(payload),
-        record.segment_seq,
-        record.log_id,
-        record.offset,
-    ) + bytes(payload)
+    # HEADER is magic, crc, then these same fields ("<" packs no padding): packed once, they are
+    # both the checksummed bytes and the header's tail (the log writer's thread, once per record).
+    tail = _TAIL.pack(len(payload), record.segment_seq, record.log_id, record.offset)
+    return b"".join((_MAGIC_CRC.pack(MAGIC, zlib.crc32(payload, zlib.crc32(tail))), tail, payload))
 
 
 def parse_shared_record_at(data: bytes, offset: int) -> tuple[SharedRecord, int] | None:
