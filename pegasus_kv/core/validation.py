@@ -41,7 +41,14 @@ from pegasus_kv.core.messages import (
     SortKeyCountRequest,
     TtlRequest,
 )
-from pegasus_kv.core.schema import MAX_EXPIRE_TS, check_hash_key, check_write_size, decode_key
+from pegasus_kv.core.schema import (
+    MAX_EXPIRE_TS,
+    MAX_HASH_KEY_BYTES,
+    MAX_WRITE_BYTES,
+    check_hash_key,
+    check_write_size,
+    decode_key,
+)
 
 # How many keys one request may name (multi_set kvs, multi_delete / multi_get sort keys,
 # batch_get keys, check_and_mutate mutations). The 1 MB write limit bounds bytes but not the
@@ -91,9 +98,17 @@ def check_check_type(check_type: int) -> None:
 
 
 def validate_set(request: SetRequest) -> None:
-    check_hash_key(request.hash_key)
-    check_put_ttl(request.ttl_s)
-    check_write_size(len(request.hash_key) + len(request.sort_key) + len(request.value))
+    # The rules of check_hash_key, check_put_ttl and check_write_size, in that order, tested inline
+    # (each helper runs only to raise its error): every client set passes here on its primary.
+    hash_key_bytes = len(request.hash_key)
+    if hash_key_bytes > MAX_HASH_KEY_BYTES:
+        check_hash_key(request.hash_key)
+    ttl_s = request.ttl_s
+    if ttl_s < 0 or ttl_s > MAX_TTL_S:
+        check_put_ttl(ttl_s)
+    size = hash_key_bytes + len(request.sort_key) + len(request.value)
+    if size > MAX_WRITE_BYTES:
+        check_write_size(size)
 
 
 def validate_multi_set(request: MultiSetRequest) -> None:
