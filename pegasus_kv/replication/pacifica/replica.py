@@ -672,20 +672,18 @@ class Replica:
             if not plist.has_room_for(decree):
                 break
             batch = queue.pop_batch(options.max_batch_writes, options.max_batch_bytes)
-            # Columns of the batch in one C-level transpose instead of a Python loop per column.
-            tokens, writes, timestamps_us, _ = zip(*batch, strict=True)
-            timestamp_us = max(self._last_timestamp_us + 1, max(timestamps_us))
+            timestamp_us = max(self._last_timestamp_us + 1, max([item.timestamp_us for item in batch]))
             self._last_timestamp_us = timestamp_us
             mutation = Mutation(
                 ballot=self._ballot,
                 decree=decree,
                 timestamp_us=timestamp_us,
-                writes=list(writes),
+                writes=[item.write for item in batch],
             )
             plist.prepare(mutation)
             self._confirmed = decree
             self._persist(mutation)
-            ps.tokens[decree] = tokens
+            ps.tokens[decree] = tuple([item.token for item in batch])
             self._send_prepare_to_all(mutation)
 
     def _send_prepare_to_all(self, mutation: Mutation) -> None:
