@@ -44,6 +44,7 @@ from pegasus_kv.core.messages import (
 from pegasus_kv.core.schema import (
     MAX_EXPIRE_TS,
     MAX_HASH_KEY_BYTES,
+    MAX_WRITE_BYTES,
     check_hash_key,
     check_write_size,
     decode_key,
@@ -97,9 +98,17 @@ def check_check_type(check_type: int) -> None:
 
 
 def validate_set(request: SetRequest) -> None:
-    check_hash_key(request.hash_key)
-    check_put_ttl(request.ttl_s)
-    check_write_size(len(request.hash_key) + len(request.sort_key) + len(request.value))
+    # The rules of check_hash_key, check_put_ttl and check_write_size, in that order, tested inline
+    # (each helper runs only to raise its error): every client set passes here on its primary.
+    hash_key_bytes = len(request.hash_key)
+    if hash_key_bytes > MAX_HASH_KEY_BYTES:
+        check_hash_key(request.hash_key)
+    ttl_s = request.ttl_s
+    if ttl_s < 0 or ttl_s > MAX_TTL_S:
+        check_put_ttl(ttl_s)
+    size = hash_key_bytes + len(request.sort_key) + len(request.value)
+    if size > MAX_WRITE_BYTES:
+        check_write_size(size)
 
 
 def validate_multi_set(request: MultiSetRequest) -> None:

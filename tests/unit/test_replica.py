@@ -142,6 +142,33 @@ def test_writes_arriving_together_are_each_refused_where_they_cannot_be_served()
     assert refused.persist == []
 
 
+def test_writes_arriving_together_past_a_full_queue_are_all_busy_in_arrival_order() -> None:
+    primary = primary_of("r2", options=ReplicaOptions(max_inflight_mutations=1, max_queued_writes=2))
+    ready = primary.on_client_writes([QueuedWrite(token, put(str(token)), 1, 10) for token in range(1, 6)])
+    assert [(r.token, r.code) for r in ready.replies] == [(token, ErrorCode.BUSY) for token in (3, 4, 5)]
+    assert [m.writes for m in ready.persist] == [[put("1"), put("2")]]
+
+    alone = primary_of()  # one member < min_replica_count 2
+    refused = alone.on_client_writes([QueuedWrite(token, put("x"), 1, 10) for token in (6, 7)])
+    assert [(r.token, r.code) for r in refused.replies] == [
+        (6, ErrorCode.NOT_ENOUGH_MEMBER),
+        (7, ErrorCode.NOT_ENOUGH_MEMBER),
+    ]
+    assert refused.persist == []
+
+
+def test_a_batched_mutation_takes_the_newest_timestamp_of_its_writes_and_never_goes_back() -> None:
+    primary = primary_of("r2", options=ReplicaOptions(max_inflight_mutations=1, max_batch_writes=5))
+    first = primary.on_client_writes([QueuedWrite(1, put("a"), 500, 10), QueuedWrite(2, put("b"), 700, 10)])
+    [mutation] = first.persist
+    assert (mutation.timestamp_us, mutation.writes) == (700, [put("a"), put("b")])
+    # Queued behind d2 with clocks that went backwards: the next mutation still moves forward.
+    primary.on_client_writes([QueuedWrite(3, put("c"), 600, 10), QueuedWrite(4, put("d"), 650, 10)])
+    durable(primary, first)
+    [second] = primary.on_message("r2", ack(2)).persist
+    assert (second.decree, second.timestamp_us) == (3, 701)
+
+
 def test_writes_are_refused_where_they_could_not_be_served() -> None:
     secondary = Replica(GPID, "r2", OPTIONS)
     secondary.on_lease(1000)

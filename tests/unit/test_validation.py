@@ -65,6 +65,9 @@ INVALID_WRITES: list[tuple[Message, type[PegasusError]]] = [
     (SetRequest(b"", b"s", b"v" * MAX_WRITE_BYTES), ValueTooLargeError),  # one byte over
     (SetRequest(b"h", b"s", b"v", ttl_s=-1), InvalidArgumentError),
     (SetRequest(b"h", b"s", b"v", ttl_s=MAX_TTL_S + 1), InvalidArgumentError),
+    # A set breaking several rules reports the first: hash key, then TTL, then size.
+    (SetRequest(TOO_LONG, b"s", b"v" * MAX_WRITE_BYTES, ttl_s=-1), KeyTooLargeError),
+    (SetRequest(b"h", b"s", b"v" * MAX_WRITE_BYTES, ttl_s=-1), InvalidArgumentError),
     (MultiSetRequest(b"h", []), InvalidArgumentError),
     (MultiSetRequest(b"h", [(b"a", b"1")] * (MAX_KEYS_PER_REQUEST + 1)), InvalidArgumentError),
     (MultiSetRequest(b"h", [(b"a", b"v" * (MAX_WRITE_BYTES // 2))] * 2), ValueTooLargeError),

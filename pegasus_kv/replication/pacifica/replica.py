@@ -328,11 +328,26 @@ class Replica:
         the writes of a loop pass makes mutations of many writes under load instead of one each,
         without waiting for anything: the same ordering as one on_client_write after the other,
         only the mutation boundaries differ."""
-        admitted = False
-        for write in writes:
-            admitted = self._admit_write(write) or admitted
+        # What _admit_write checks per write, checked once: admitting only queues or refuses, so
+        # the role, lease and membership stay as they are for the whole batch, and once the queue
+        # is full every later write finds it full (same replies, in the same order).
+        ps = self._primary
+        if self._status != _PRIMARY or ps is None or not self.lease_valid(self._now):
+            self._refuse_writes(writes, ErrorCode.NOT_PRIMARY)
+            return
+        if not self._enough_members():
+            self._refuse_writes(writes, ErrorCode.NOT_ENOUGH_MEMBER)
+            return
+        admitted = ps.write_queue.push_many(writes)
+        if admitted < len(writes):
+            self._refuse_writes(writes[admitted:], ErrorCode.BUSY)
         if admitted:
             self._pump_writes()
+
+    def _refuse_writes(self, writes: Sequence[QueuedWrite], code: ErrorCode) -> None:
+        replies = self._o.replies
+        for write in writes:
+            replies.append(ClientReply(write.token, code))
 
     def _admit_write(self, write: QueuedWrite) -> bool:
         """Queue a client write, or refuse it (NOT_PRIMARY, NOT_ENOUGH_MEMBER, BUSY)."""
@@ -657,10 +672,7 @@ class Replica:
             if not plist.has_room_for(decree):
                 break
             batch = queue.pop_batch(options.max_batch_writes, options.max_batch_bytes)
-            timestamp_us = self._last_timestamp_us + 1
-            for item in batch:
-                if item.timestamp_us > timestamp_us:
-                    timestamp_us = item.timestamp_us
+            timestamp_us = max(self._last_timestamp_us + 1, max([item.timestamp_us for item in batch]))
             self._last_timestamp_us = timestamp_us
             mutation = Mutation(
                 ballot=self._ballot,

@@ -74,10 +74,13 @@ class WriteWaiters:
 
     def answer(self, token: ClientToken, reply: Message) -> None:
         entry = self._waiting.pop(token, None)
-        if entry is not None and not entry[1].done():
-            entry[1].set_result(reply)
-            if entry[2] is not None:
-                entry[2].done(entry[3])
+        if entry is None:
+            return
+        _gpid, sink, observer, started_s = entry  # one unpacking: every client write ends here
+        if not sink.done():
+            sink.set_result(reply)
+            if observer is not None:
+                observer.done(started_s)
 
     def refuse(self, token: ClientToken, code: ErrorCode, reason: str = "") -> None:
         entry = self._waiting.pop(token, None)
