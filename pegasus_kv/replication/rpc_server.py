@@ -64,7 +64,13 @@ class PendingReply:
         return self._done
 
     def set_result(self, reply: Message, /) -> None:
-        self._complete(reply, None)
+        # _complete, inlined: every client write is answered here (a call less per write).
+        if self._done:
+            raise asyncio.InvalidStateError("the reply was given already")
+        self._done = True
+        self._reply = reply
+        if self._connection is not None:
+            self._connection._pending_done(self)
 
     def set_exception(self, error: BaseException, /) -> None:
         self._complete(None, error)

@@ -182,3 +182,31 @@ def test_a_waiting_write_is_observed_when_the_waiter_table_answers_or_refuses_it
     samples = rendered(metrics.registry)
     assert value(samples, f"{LATENCY}_count", op="set", table="temp") == 2
     assert value(samples, ERRORS, op="set", table="temp", code="not_enough_member") == 1
+
+
+def test_the_writes_of_one_mutation_are_answered_in_order_and_each_observed_once() -> None:
+    metrics = new_metrics()
+
+    async def story() -> None:
+        waiters = WriteWaiters(max_waiting=10)
+        meter = metrics.meter(SetRequest, TEMP)
+        gpid = Gpid(TEMP, 0)
+        tokens_and_futures = [waiters.add(gpid, meter, time.perf_counter()) for _ in range(3)]
+        tokens = [token for token, _ in tokens_and_futures]
+        futures = [future for _, future in tokens_and_futures]
+        futures[1].cancel()  # its caller gave up: nothing to answer, nothing to observe
+        waiters.answer_all(
+            tokens, [WriteResponse(decree=7), WriteResponse(decree=8), WriteResponse(decree=9)]
+        )
+        assert futures[0].result() == WriteResponse(decree=7)
+        assert futures[2].result() == WriteResponse(decree=9)
+        assert len(waiters) == 0
+        # Answered already (or refused meanwhile): a second answer finds nobody and changes nothing.
+        waiters.answer_all(tokens[:1], [WriteResponse(decree=10)])
+        assert futures[0].result() == WriteResponse(decree=7)
+        with pytest.raises(AssertionError):
+            waiters.answer_all(tokens, [WriteResponse(decree=11)])  # a reply per token, or a bug
+
+    asyncio.run(story())
+    samples = rendered(metrics.registry)
+    assert value(samples, f"{LATENCY}_count", op="set", table="temp") == 2

@@ -9,6 +9,7 @@ collection deletes records; so the runtime keeps the highest ballot ever made du
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -51,7 +52,7 @@ class BallotCheckingHost:
     def send_to_peer(self, outbound: Outbound) -> None:
         raise AssertionError("nothing is sent in this story")
 
-    def answer_write(self, token: ClientToken, reply: Message) -> None:
+    def answer_writes(self, tokens: Sequence[ClientToken], replies: Sequence[Message]) -> None:
         pass
 
     def refuse_write(self, token: ClientToken, code: ErrorCode, reason: str) -> None:

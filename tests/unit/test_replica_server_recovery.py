@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -46,8 +47,9 @@ class RecordingHost:
     def send_to_peer(self, outbound: Outbound) -> None:
         raise AssertionError("nothing is sent in this story")
 
-    def answer_write(self, token: ClientToken, reply: Message) -> None:
-        self.answers[token] = reply
+    def answer_writes(self, tokens: Sequence[ClientToken], replies: Sequence[Message]) -> None:
+        for token, reply in zip(tokens, replies, strict=True):
+            self.answers[token] = reply
 
     def refuse_write(self, token: ClientToken, code: ErrorCode, reason: str) -> None:
         raise AssertionError(f"write {token} refused: {code.name} {reason}")

@@ -104,7 +104,8 @@ class RuntimeHost(Protocol):
 
     def send_to_peer(self, outbound: Outbound) -> None: ...
 
-    def answer_write(self, token: ClientToken, reply: Message) -> None: ...
+    # The waiting writes of one applied mutation, in order: reply i answers token i.
+    def answer_writes(self, tokens: Sequence[ClientToken], replies: Sequence[Message]) -> None: ...
 
     def refuse_write(self, token: ClientToken, code: ErrorCode, reason: str) -> None: ...
 
@@ -597,11 +598,10 @@ class ReplicaRuntime:
         self._maybe_record_applied()
 
     def _answer_applied(self, batch: list[Apply], replies: list[list[Message]]) -> None:
-        answer = self._host.answer_write
+        answer_writes = self._host.answer_writes
         for item, item_replies in zip(batch, replies, strict=False):
             if item.tokens:  # only the primary that queued the writes has tokens (ready.py)
-                for token, reply in zip(item.tokens, item_replies, strict=True):
-                    answer(token, reply)
+                answer_writes(item.tokens, item_replies)  # a call per mutation, not per write
         self.applied_mutations += len(replies)
         self._applied_decree = self.store.last_applied_decree
         if self._applied_waiters:

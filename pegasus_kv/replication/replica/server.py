@@ -45,7 +45,7 @@ import functools
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -562,10 +562,10 @@ class ReplicaServer:
             self._run_event(ReplicaNode.on_log_durable, gpid, ballot, decree, roles=False)
 
     @property
-    def answer_write(self) -> Callable[[ClientToken, Message], None]:
-        """answer_write(token, reply): the waiter table's own answer, so that a runtime answering
-        the writes of a mutation calls it directly (read once per mutation): a call less per write."""
-        return self._waiters.answer
+    def answer_writes(self) -> Callable[[Sequence[ClientToken], Sequence[Message]], None]:
+        """answer_writes(tokens, replies): the waiter table's own answer_all, so that a runtime
+        answering the writes of a mutation calls it directly, once per mutation (write_waiters.py)."""
+        return self._waiters.answer_all
 
     def on_local_failure(self, runtime: ReplicaRuntime, reason: str) -> None:
         gpid = runtime.gpid

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import time
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from pegasus_kv.core.errors import BusyError, ErrorCode, error_from_code
@@ -37,11 +39,16 @@ class ReplySink(Protocol):
 
 
 class WriteObserver(Protocol):
-    """Told how a write ended; `started_s` is what it was added with (metrics/replica.py)."""
+    """Told how a write ended; `started_s` is what it was added with (metrics/replica.py).
+    `observe(seconds)` takes the latency of an answered write measured by the caller (the
+    writes of one mutation are answered together and share one clock reading)."""
 
     def done(self, started_s: float) -> None: ...
 
     def failed(self, started_s: float, error: BaseException) -> None: ...
+
+    @property
+    def observe(self) -> Callable[[float], None]: ...
 
 
 class WriteWaiters:
@@ -81,6 +88,27 @@ class WriteWaiters:
             sink.set_result(reply)
             if observer is not None:
                 observer.done(started_s)
+
+    def answer_all(self, tokens: Sequence[ClientToken], replies: Sequence[Message]) -> None:
+        """answer(token, reply) for each pair, in order: the writes of one applied mutation.
+
+        One call per mutation instead of one per write, and one clock reading for all of them: their
+        answers became ready together, when the store applied the mutation (the framing of the
+        replies before a write's own is a few microseconds). A sink done already (a future
+        cancelled by its caller) gets nothing and its write is not observed, as in `answer`."""
+        if len(tokens) != len(replies):
+            invariant(False, f"{len(tokens)} tokens answered with {len(replies)} replies")
+        pop = self._waiting.pop
+        now_s = time.perf_counter()
+        for token, reply in zip(tokens, replies, strict=False):
+            entry = pop(token, None)
+            if entry is None:
+                continue
+            _gpid, sink, observer, started_s = entry
+            if not sink.done():
+                sink.set_result(reply)
+                if observer is not None:
+                    observer.observe(now_s - started_s)
 
     def refuse(self, token: ClientToken, code: ErrorCode, reason: str = "") -> None:
         entry = self._waiting.pop(token, None)
