@@ -75,6 +75,25 @@ def test_the_lease_reaches_the_replicas_and_gates_their_service() -> None:
     assert [r.code for r in ready.replicas[GPID].replies] == [ErrorCode.NOT_PRIMARY]
 
 
+def test_a_read_asked_with_the_real_tick_also_needs_the_lease_to_hold_at_that_tick() -> None:
+    node = ReplicaNode("r1", OPTIONS)
+    node.load_replica(GPID, last_committed_decree=0)
+    node.on_tick(0)
+    node.on_message("meta", BeaconResponse(sent_tick=0, alive=True))  # the lease runs until tick 20
+    ready = node.on_message("meta", ConfigSyncResponse(configs=[config(1, "r1")], gc_gpids=[]))
+    [empty_write] = ready.replicas[GPID].persist  # the new primary's empty write, to reconcile
+    assert node.check_read(GPID) == ErrorCode.BUSY
+    node.on_log_durable(GPID, empty_write.ballot, empty_write.decree)  # alone: durable is committed
+    node.on_tick(1)
+    assert node.check_read(GPID) == ErrorCode.OK
+    assert node.check_read(GPID, 1) == ErrorCode.OK
+    assert node.check_read(GPID, 19) == ErrorCode.OK
+    # The host's clock runs ahead of the last tick event: the lease has lapsed in real time.
+    assert node.check_read(GPID, 20) == ErrorCode.NOT_PRIMARY
+    assert node.check_read(GPID) == ErrorCode.OK  # at the node's own tick it still holds
+    assert node.check_read(Gpid(9, 9), 1) == ErrorCode.NOT_PRIMARY  # not hosted here
+
+
 def test_proposals_of_replicas_go_to_meta_as_proposal_requests() -> None:
     node = ReplicaNode("r1", NodeOptions(beacon_period_ticks=3, lease_ticks=100))
     node.load_replica(GPID, last_committed_decree=0)

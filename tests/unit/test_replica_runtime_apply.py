@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from pegasus_kv.core.errors import ErrorCode
+from pegasus_kv.core.errors import ErrorCode, ShuttingDownError
 from pegasus_kv.core.ids import Gpid
-from pegasus_kv.core.messages import SetRequest, WriteResponse
+from pegasus_kv.core.messages import GetRequest, GetResponse, SetRequest, WriteResponse
 from pegasus_kv.core.mutation import Mutation
 from pegasus_kv.core.registry import Message
 from pegasus_kv.replication.pacifica.ready import Apply, ClientToken, Outbound
@@ -211,3 +211,37 @@ def test_the_applied_decree_file_only_moves_forward_unless_reset(tmp_path: Path)
     assert read_applied_decree(paths) == 3
     applied_file.record(4)
     assert read_applied_decree(paths) == 4
+
+
+def test_a_point_read_is_served_at_once_only_when_every_apply_handed_out_reached_the_store(
+    tmp_path: Path,
+) -> None:
+    async def story() -> None:
+        executor = ThreadPoolExecutor(2)
+        host = AnsweringHost()
+        runtime = ReplicaRuntime(
+            GPID, ReplicaPaths(tmp_path, GPID), settings(), host, executor=executor, log_executor=executor
+        )
+        read = GetRequest(b"hk", b"sk001")
+        assert runtime.read_if_ready(read) is None  # its files are not open yet: the read waits
+        await runtime.open(fresh=True)
+        runtime.apply([committed(1)])
+        assert runtime.read_if_ready(read) == GetResponse(b"value 1")
+        # A store job in a worker thread holds the apply of decree 2 back: a read admitted now
+        # must not miss it, so it waits (wait_applied) instead of reading the store as it stands.
+        release = threading.Event()
+        job = asyncio.ensure_future(runtime.call_store(lambda store: release.wait(10.0)))
+        await asyncio.sleep(0)  # the job is queued and goes to its thread
+        runtime.apply([committed(2)])
+        assert runtime.apply_handed_decree == 2
+        assert runtime.read_if_ready(GetRequest(b"hk", b"sk002")) is None
+        release.set()
+        await job
+        await runtime.wait_applied(2)
+        assert runtime.read_if_ready(GetRequest(b"hk", b"sk002")) == GetResponse(b"value 2")
+        await runtime.close(drain_s=1.0)
+        with pytest.raises(ShuttingDownError):
+            runtime.read_if_ready(read)
+        executor.shutdown()
+
+    run(story)

@@ -18,7 +18,7 @@ Events (each returns a NodeReady):
     on_request_failed(gpid, request_id, reason)
     on_log_truncated(gpid, start_decree)
     on_local_failure(gpid, reason)
-Queries: check_read(gpid) -> ErrorCode (at the node's current tick), replica(gpid), gpids(),
+Queries: check_read(gpid[, real_tick]) -> ErrorCode (at the node's current tick), replica(gpid), gpids(),
 lease_valid_until, replica_infos().
 
 Failure detection (Pegasus, PacificA primary invariant): the node sends BeaconRequest(sent_tick)
@@ -87,6 +87,10 @@ from pegasus_kv.replication.pacifica.options import NodeOptions
 from pegasus_kv.replication.pacifica.ready import ClientReply, ClientToken, Outbound, Ready
 from pegasus_kv.replication.pacifica.replica import NO_LEASE, Replica
 from pegasus_kv.replication.pacifica.write_queue import QueuedWrite
+
+# Read on every client read (check_read): module globals, not enum class attribute lookups.
+_READ_OK = ErrorCode.OK
+_NOT_PRIMARY = ErrorCode.NOT_PRIMARY
 
 
 class RandomSource(Protocol):
@@ -214,9 +218,18 @@ class ReplicaNode:
     def replica_infos(self) -> list[ReplicaInfo]:
         return [self._replicas[gpid].info() for gpid in self.gpids()]
 
-    def check_read(self, gpid: Gpid) -> ErrorCode:
+    def check_read(self, gpid: Gpid, real_tick: int | None = None) -> ErrorCode:
+        """Replica.check_read at the current tick. With `real_tick` (the host's clock, which may be
+        ahead of the last tick event) an OK also needs the node's lease to hold at real_tick, else
+        NOT_PRIMARY: the tick loop has not noticed yet, but the lease has lapsed in real time. One
+        call for both checks: the server asks on every client read."""
         replica = self._replicas.get(gpid)
-        return replica.check_read(self._now) if replica else ErrorCode.NOT_PRIMARY
+        if replica is None:
+            return _NOT_PRIMARY
+        code = replica.check_read(self._now)
+        if real_tick is not None and code is _READ_OK and real_tick >= self._lease_until:
+            return _NOT_PRIMARY
+        return code
 
     # --- start-up -----------------------------------------------------------------------------
 

@@ -269,7 +269,7 @@ class Replica:
         reads). BUSY: primary still reconciling; retry shortly. The runtime must apply every
         `apply` of earlier Readies before executing a read this admits.
         """
-        if self._status != _PRIMARY or not self.lease_valid(tick):
+        if self._status != _PRIMARY or tick >= self._lease_until:  # lease_valid, inlined (per read)
             return ErrorCode.NOT_PRIMARY
         ps = self._primary
         if ps is None:  # on every read: the message is formatted only on failure

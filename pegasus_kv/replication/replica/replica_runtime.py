@@ -725,6 +725,21 @@ class ReplicaRuntime:
             if not waiter.done():
                 waiter.set_result(None)
 
+    def read_if_ready(self, request: Message) -> Message | None:
+        """Serve a validated point read now if the store has applied every apply handed out so far
+        (what `apply_handed_decree`, `is_open`, `applied_through` and `read_now` check, in one call:
+        the server asks on every client read); None when it has to wait for that (or for the
+        files to open): then `wait_applied(apply_handed_decree)` and `read_now`. Raises what
+        read_now raises for a closing or failed replica."""
+        if not self._is_open or self._applied_decree < self._apply_handed_decree:
+            return None
+        if self._closing or self._failure is not None:
+            self._check_usable()  # raises; open is known (_is_open)
+        store = self._store
+        if store is None:
+            raise NotPrimaryError(f"{self.gpid} has no store right now")
+        return store.read(request, validated=True)
+
     def read_now(self, request: Message, *, validated: bool = False) -> Message:
         """Serve a read on the event loop (point reads only; client_requests.py). validated=True:
         the caller ran validate_read on it already."""

@@ -123,6 +123,7 @@ DROP_DRAIN_S = 1.0
 ROLE_SCAN_PERIOD_TICKS = 10
 _META_REPLIES = (BeaconResponse, ConfigSyncResponse, ConfigProposalResponse)
 _OK = ErrorCode.OK  # read per client read: a module global, not an enum class attribute lookup
+_NOT_PRIMARY = ErrorCode.NOT_PRIMARY
 
 
 class ReplicaServer:
@@ -132,6 +133,9 @@ class ReplicaServer:
         self._rng = rng if rng is not None else random.Random()
         self._rpc = RpcServer(self._handle, config.host, config.port, name="replica")
         self.metrics = ReplicaMetrics(samples=self._metric_samples, waiting_writes=lambda: len(self._waiters))
+        # (request type, app id) -> its RequestMeter if cached (ReplicaMetrics.cached_meter): a dict
+        # lookup in C per client request; metrics.meter(...) makes a missing one.
+        self._cached_meter = self.metrics.cached_meter
         self._metrics_endpoint = (
             MetricsEndpoint(
                 self.metrics.registry, config.metrics_host or config.host, config.metrics_port, name="replica"
@@ -635,7 +639,7 @@ class ReplicaServer:
         if kind in WRITE_TYPES:
             return self._metered_write(request.gpid, message)
         if kind in READ_TYPES:
-            return self._metered(self._client_read, request.gpid, message)
+            return self._client_read(request.gpid, message)
         if kind is CheckpointManifestRequest:
             assert isinstance(message, CheckpointManifestRequest)
             return self._shelf.serve_manifest(message)
@@ -644,32 +648,15 @@ class ReplicaServer:
             return self._shelf.serve_chunk(message, self.config.learn_chunk_bytes)
         raise UnsupportedError(f"a replica server does not serve {kind.__name__}")
 
-    def _metered(
-        self,
-        serve: Callable[[Gpid | None, Message], Message | Awaitable[Message]],
-        gpid: Gpid | None,
-        request: Message,
-    ) -> Message | Awaitable[Message]:
-        """serve(gpid, request) (a read), its latency and errors counted per operation and table."""
-        meter = self.metrics.meter(type(request), -1 if gpid is None else gpid.app_id)
-        started_s = time.perf_counter()
-        try:
-            result = serve(gpid, request)
-        except Exception as error:
-            meter.failed(started_s, error)
-            raise
-        if isinstance(result, Message):  # served at once (most reads): meter.track's first case
-            meter.observe(time.perf_counter() - started_s)
-            return result
-        return meter.track(started_s, result)
-
     def _metered_write(self, gpid: Gpid | None, request: Message) -> PendingReply:
         """Queue a client write for the core; its answer goes straight to the connection it came on
         (a PendingReply the waiter table completes: no future, no done-callback). Its latency and
         errors are counted per operation and table: once the write waits, the waiter table tells
         the meter how it ended (write_waiters.py), cheaper than a done-callback. One function, not
         a metering wrapper around the write: a call less per client write."""
-        meter = self.metrics.meter(type(request), -1 if gpid is None else gpid.app_id)
+        kind = type(request)
+        app_id = -1 if gpid is None else gpid.app_id
+        meter = self._cached_meter((kind, app_id)) or self.metrics.meter(kind, app_id)
         started_s = time.perf_counter()
         try:
             if gpid is None:
@@ -704,31 +691,47 @@ class ReplicaServer:
             self._run_event(ReplicaNode.on_client_writes, gpid, writes, roles=False)
 
     def _client_read(self, gpid: Gpid | None, request: Message) -> Message | Awaitable[Message]:
-        if gpid is None:
-            raise InvalidArgumentError("a data request must name its partition (gpid)")
-        node = self._node
-        assert node is not None  # _handle answers ShuttingDownError before
-        runtime = self._runtimes.get(gpid)
-        if runtime is None:
-            raise NotPrimaryError(f"partition {gpid} is not served here")
-        code = node.check_read(gpid)
-        if code != _OK:
-            raise error_from_code(code, f"partition {gpid} cannot serve reads here now ({code.name})")
-        # _current_tick(), inlined (every read asks).
-        if int((self._loop_time() - self._start_s) * 1000.0 // self.config.tick_ms) >= node.lease_valid_until:
-            # The tick loop has not noticed yet, but the lease has lapsed in real time.
-            raise NotPrimaryError(f"the lease of {self.address} has lapsed")
-        count = self._partition_counts.get(gpid.app_id)
-        if count is None:  # the table is not known yet: a bad request's own error still comes first
-            validate_read(request)
-            self._check_partition(gpid, request)  # raises BusyError
-            violated(f"{gpid}: the partition check passed for a table of unknown partition count")
-        # validate_read, the partition check and reads_inline in one pass (client_requests.py).
-        inline = admit_read(gpid, request, count)
-        target = runtime.apply_handed_decree
-        if inline and runtime.is_open and runtime.applied_through(target):
-            return runtime.read_now(request, validated=True)
-        return self._read_later(runtime, request, target, inline)
+        """Admit and serve a client read; its latency and errors counted per operation and table.
+        The metering is inlined, not a wrapper around the read: a call less per client read."""
+        kind = type(request)
+        app_id = -1 if gpid is None else gpid.app_id
+        meter = self._cached_meter((kind, app_id)) or self.metrics.meter(kind, app_id)
+        started_s = time.perf_counter()
+        try:
+            if gpid is None:
+                raise InvalidArgumentError("a data request must name its partition (gpid)")
+            node = self._node
+            assert node is not None  # _handle answers ShuttingDownError before
+            runtime = self._runtimes.get(gpid)
+            if runtime is None:
+                raise NotPrimaryError(f"partition {gpid} is not served here")
+            # The replica's check at the node's tick and the lease at the real tick (_current_tick(),
+            # inlined) in one call: the tick loop may not have noticed a lapse yet.
+            code = node.check_read(
+                gpid, int((self._loop_time() - self._start_s) * 1000.0 // self.config.tick_ms)
+            )
+            if code is not _OK:
+                if code is _NOT_PRIMARY and node.check_read(gpid) is _OK:
+                    raise NotPrimaryError(f"the lease of {self.address} has lapsed")
+                raise error_from_code(code, f"partition {gpid} cannot serve reads here now ({code.name})")
+            count = self._partition_counts.get(gpid.app_id)
+            if count is None:  # the table is not known yet: a bad request's own error comes first
+                validate_read(request)
+                self._check_partition(gpid, request)  # raises BusyError
+                violated(f"{gpid}: the partition check passed for a table of unknown partition count")
+            # validate_read, the partition check and reads_inline in one pass (client_requests.py).
+            inline = admit_read(gpid, request, count)
+            # Served at once if the store has applied every apply handed out before (most reads).
+            reply = runtime.read_if_ready(request) if inline else None
+            if reply is None:
+                later = self._read_later(runtime, request, runtime.apply_handed_decree, inline)
+        except Exception as error:
+            meter.failed(started_s, error)
+            raise
+        if reply is not None:
+            meter.observe(time.perf_counter() - started_s)
+            return reply
+        return meter.track(started_s, later)
 
     async def _read_later(
         self, runtime: ReplicaRuntime, request: Message, target: int, inline: bool
