@@ -84,13 +84,6 @@ class PendingReply:
         if self._connection is not None:
             self._connection._pending_done(self)
 
-    def _bind(self, connection: _ServerConnection, request: Decoded) -> None:
-        invariant(self._connection is None, "a pending reply was returned by two handlers")
-        self._connection = connection
-        self._request = request
-        if self._done:  # completed before the handler returned it
-            connection._pending_done(self)
-
 
 HandlerResult = Message | None | PendingReply | Awaitable[Message | None]
 # handler(request, peer "host:port") -> the reply, None for a one-way message, a PendingReply, or an
@@ -412,7 +405,13 @@ class _ServerConnection(asyncio.Protocol):
             self._in_flight += 1
             if self._in_flight > self._max_in_flight:
                 invariant(False, "dispatched past max_in_flight_per_connection")
-            result._bind(self, request)
+            # Bind the reply to this connection and request (once per client write: inlined).
+            if result._connection is not None:
+                invariant(False, "a pending reply was returned by two handlers")
+            result._connection = self
+            result._request = request
+            if result._done:  # completed before the handler returned it
+                self._pending_done(result)
             return
         assert not isinstance(result, PendingReply)  # for mypy: the exact type test above
         future: asyncio.Future[Message | None]

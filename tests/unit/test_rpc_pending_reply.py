@@ -110,3 +110,21 @@ def test_pending_replies_hold_the_connections_in_flight_bound_until_answered(loo
             await connection.close()
 
     run(loop_name, story())
+
+
+@on_both_loops
+def test_a_reply_completed_before_its_handler_returns_it_still_reaches_the_caller(loop_name: str) -> None:
+    def answers_at_once(request: Decoded, peer: str) -> HandlerResult:
+        assert isinstance(request.message, GetRequest)
+        reply = PendingReply()
+        reply.set_result(GetResponse(b"ready before it was returned"))
+        return reply
+
+    async def story() -> None:
+        async with RpcServer(answers_at_once, HOST, 0) as server:
+            connection = await Connection.open(server.address, connect_timeout_s=2.0)
+            calls = [connection.call(get(b"k%d" % i), timeout_s=5.0) for i in range(3)]
+            assert await asyncio.gather(*calls) == [GetResponse(b"ready before it was returned")] * 3
+            await connection.close()
+
+    run(loop_name, story())
