@@ -32,7 +32,8 @@ ordering obligations of the Ready contract per replica:
    for a record in progress.
 
 Reads: `applied_through(decree)` / `wait_applied(decree)` let the server hold a read until every
-apply handed out before it was admitted has reached the store (ready.py `check_read`).
+apply handed out before it was admitted has reached the store (ready.py `check_read`);
+`read_if_ready(request)` serves a point read at once when nothing is outstanding (the usual case).
 
 Recovery (`open(fresh=False)`): open the store (at its last flushed decree S), open the log, re-apply
 the committed log records up to the recorded applied decree (layout.py says why that is safe and
