@@ -86,6 +86,14 @@ def test_scrambled_zipfian_is_skewed_but_its_hot_keys_are_scattered() -> None:
     assert max(hottest) - min(hottest) > 100  # not bunched at the low end like plain zipfian
 
 
+def test_scrambled_zipfian_draws_the_items_of_ycsbs_zipfian_over_its_item_space() -> None:
+    # Its draw is the zipfian one inlined: the same seed must give the same keys, item for item.
+    scrambled = ScrambledZipfianGenerator(5, 1004, random.Random(6))
+    zipfian = ZipfianGenerator(0, 10_000_000_000 - 1, random.Random(6), zetan=26.46902820178302)
+    draws = [scrambled.next_value() for _ in range(DRAWS)]
+    assert draws == [5 + fnv_hash64(zipfian.next_value()) % 1000 for _ in range(DRAWS)]
+
+
 def test_latest_favours_the_newest_keys_and_follows_inserts() -> None:
     generator = SkewedLatestGenerator(999, random.Random(4))
     draws = [generator.next_value() for _ in range(DRAWS)]
