@@ -27,7 +27,7 @@ from typing import Any
 
 from pegasus_kv.bench.generators import record_key
 from pegasus_kv.bench.histogram import LatencyHistogram
-from pegasus_kv.bench.workloads import WORKLOADS, KeyChooser, Operation, Workload, choose_operation
+from pegasus_kv.bench.workloads import WORKLOADS, KeyChooser, Operation, Workload
 
 PROGRESS_INTERVAL_S = 1.0
 PUBLISH_INTERVAL_S = 0.25
@@ -114,7 +114,7 @@ class _Worker:
         self.keys = KeyChooser(self.workload, config.record_count, expected_inserts, rng)
         # A mix of one operation needs no draw per operation (C: all reads, write-only: all updates).
         self._only_operation = self.workload.mix[0][0] if len(self.workload.mix) == 1 else None
-        self._next_key = self.keys.next_key
+        self._next_key = self.keys.drawer
         self._getrandbits = rng.getrandbits
         self._value_bytes = config.field_length
         self._value_bits = 8 * config.field_length
@@ -170,6 +170,7 @@ class _Worker:
         one_field = fields[0] if len(fields) == 1 else None
         rng = self.rng
         next_key = self._next_key
+        mix = self.workload.mix
         while True:
             if budget is not None:
                 if budget[0] <= 0:
@@ -177,7 +178,16 @@ class _Worker:
                 budget[0] -= 1
             elif end is not None and perf_counter() >= end:
                 return
-            operation = self._only_operation or choose_operation(self.workload, rng)
+            operation = self._only_operation
+            if operation is None:  # choose_operation(self.workload, rng), inlined
+                draw = rng.random()
+                for choice, share in mix:
+                    if draw < share:
+                        operation = choice
+                        break
+                    draw -= share
+                else:
+                    operation = mix[-1][0]  # float rounding at the very top of the range
             if operation is Operation.INSERT:
                 await self.insert(table, self.new_key_number())
                 continue

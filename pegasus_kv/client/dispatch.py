@@ -105,7 +105,7 @@ async def call_partition(
                 )
             # session.attempt(primary, ...), inlined for a live connection (nearly every call): the
             # same checks in the same order and the same failures, one coroutine frame less per call.
-            if session.closed:
+            if session._closed:  # not the property: once per call
                 raise ShuttingDownError("the client is closed")
             try:
                 timeout_s = deadline.attempt_timeout_s(session.options.attempt_timeout_s)
