@@ -426,14 +426,18 @@ class Connection:
         deadlines = self._deadlines
         tick = deadlines.add(request_id, timeout_s)
         try:
-            return await future
-        finally:
+            reply = await future
+        except BaseException:
             deadlines.discard(request_id, tick)
             # Still here only if the caller was cancelled: give back its slot or its queue place.
             if self._pending.pop(request_id, None) is not None or (
                 self._queue and self._queue.pop(request_id, None) is not None
             ):
                 self._admit_queued()
+            raise
+        # A reply: _data_received took the call out of _pending before completing its future.
+        deadlines.discard(request_id, tick)
+        return reply
 
     async def send_oneway(self, message: Message, *, gpid: Gpid | None = None, timeout_s: float) -> None:
         """Send a message that gets no reply; returns once it is handed to the connection.
