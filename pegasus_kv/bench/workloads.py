@@ -3,6 +3,7 @@ read-only, as in YCSB's workloads/workload[a-f] files."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -81,6 +82,17 @@ class KeyChooser:
         self._uniform = UniformGenerator(0, record_count - 1, rng)
         self._zipfian = ScrambledZipfianGenerator(0, record_count + max(0, expected_inserts) - 1, rng)
         self._latest = SkewedLatestGenerator(record_count - 1, rng)
+
+    @property
+    def drawer(self) -> Callable[[], int]:
+        """next_key, or a callable that always returns what next_key would, in fewer steps.
+
+        A zipfian chooser with no room for inserts draws from the loaded keys only, none newer
+        than the newest key: next_key never redraws and is its generator's next_value.
+        """
+        if self._distribution is KeyDistribution.ZIPFIAN and self._zipfian.item_count == self._newest + 1:
+            return self._zipfian.next_value
+        return self.next_key
 
     def inserted(self, key_number: int) -> None:
         self._newest = max(self._newest, key_number)

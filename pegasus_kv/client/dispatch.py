@@ -22,7 +22,7 @@ from pegasus_kv.client.retry import (
 )
 from pegasus_kv.client.routing import RouteCache, TableRoute
 from pegasus_kv.client.session import ClientSession, expect_reply, invariant
-from pegasus_kv.core.errors import NotPrimaryError, PegasusError
+from pegasus_kv.core.errors import NotPrimaryError, PegasusError, PegasusTimeoutError, ShuttingDownError
 from pegasus_kv.core.registry import Message
 from pegasus_kv.replication.pacifica.config import PartitionConfiguration
 
@@ -103,7 +103,23 @@ async def call_partition(
                     NotPrimaryError(f"partition {config.gpid} of {route.name!r} has no primary now"),
                     maybe_applied=False,
                 )
-            reply = await session.attempt(primary, request, gpid=config.gpid, deadline=deadline)
+            # session.attempt(primary, ...), inlined for a live connection (nearly every call): the
+            # same checks in the same order and the same failures, one coroutine frame less per call.
+            if session._closed:  # not the property: once per call
+                raise ShuttingDownError("the client is closed")
+            try:
+                timeout_s = deadline.attempt_timeout_s(session.options.attempt_timeout_s)
+            except PegasusTimeoutError as exc:
+                raise AttemptFailed(exc, maybe_applied=False) from exc
+            connection = session.pool.live(primary)
+            if connection is None:  # dials: the whole attempt
+                reply = await session.attempt(primary, request, gpid=config.gpid, deadline=deadline)
+            else:
+                try:
+                    reply = await connection.call(request, gpid=config.gpid, timeout_s=timeout_s)
+                except PegasusError as exc:
+                    session.ensure_open()
+                    raise AttemptFailed(exc, maybe_applied=True) from exc
             if type(reply) is response_type:
                 return reply  # the check expect_reply makes, inlined
             return expect_reply(reply, response_type, describe(what, routes))

@@ -67,7 +67,14 @@ from pegasus_kv.core.messages import (
 )
 from pegasus_kv.core.registry import Message
 from pegasus_kv.core.schema import check_hash_key
-from pegasus_kv.core.validation import MAX_KEYS_PER_REQUEST, validate_read, validate_write
+from pegasus_kv.core.validation import (
+    MAX_KEYS_PER_REQUEST,
+    validate_key_read,
+    validate_multi_get,
+    validate_read,
+    validate_set,
+    validate_write,
+)
 
 R = TypeVar("R", bound=Message)
 
@@ -234,8 +241,22 @@ class Table:
             require_bytes("sort_key", sort_key)
             require_bytes("value", value)
         request = SetRequest(hash_key, sort_key, value, require_int("ttl", ttl))
-        deadline = self._session.deadline(timeout)
-        await self._write(request, WriteResponse, (hash_key, sort_key), deadline, idempotent=True, what="set")
+        session = self._session
+        deadline = session.deadline(timeout)
+        # _write(), inlined with the validator validate_write would pick (set, get and multi_get are
+        # YCSB's operations: two calls and a lookup less per call).
+        validate_set(request)
+        await call_partition(
+            session,
+            self._routes,
+            (hash_key, sort_key),
+            request,
+            WriteResponse,
+            deadline=deadline,
+            idempotent=True,
+            write=True,
+            what="set",
+        )
 
     async def get(self, hash_key: bytes, sort_key: bytes, *, timeout: float | None = None) -> bytes | None:
         """The value, or None when the record is missing or expired."""
@@ -243,8 +264,20 @@ class Table:
             require_bytes("hash_key", hash_key)  # the checks that name the culprit
             require_bytes("sort_key", sort_key)
         request = GetRequest(hash_key, sort_key)
-        deadline = self._session.deadline(timeout)
-        reply = await self._read(request, GetResponse, (hash_key, sort_key), deadline, what="get")
+        session = self._session
+        deadline = session.deadline(timeout)
+        validate_key_read(request)  # _read(), inlined as in set()
+        reply = await call_partition(
+            session,
+            self._routes,
+            (hash_key, sort_key),
+            request,
+            GetResponse,
+            deadline=deadline,
+            idempotent=True,
+            write=False,
+            what="get",
+        )
         return reply.value
 
     async def delete(self, hash_key: bytes, sort_key: bytes, *, timeout: float | None = None) -> None:
@@ -347,7 +380,18 @@ class Table:
         if sort_keys is not None and not request.sort_keys:
             # On the wire an empty list means "by range"; the caller asked for no key at all.
             return MultiGetResult({}, True)
-        reply = await self._read(request, MultiGetResponse, (hash_key, b""), deadline, what="multi_get")
+        validate_multi_get(request)  # _read(), inlined as in set()
+        reply = await call_partition(
+            self._session,
+            self._routes,
+            (hash_key, b""),
+            request,
+            MultiGetResponse,
+            deadline=deadline,
+            idempotent=True,
+            write=False,
+            what="multi_get",
+        )
         return MultiGetResult(dict(reply.kvs), reply.complete)
 
     async def multi_delete(

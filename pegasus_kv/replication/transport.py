@@ -217,6 +217,37 @@ class FrameWriter:
             self._scheduled = True
             self._loop.call_soon(self._flush_soon)
 
+    def try_write_message(
+        self, message: Message, request_id: int, kind: FrameKind, gpid: Gpid | None, max_frame_bytes: int
+    ) -> bool:
+        """write_message if the frame passes has_room (judged by its encoded size); else False,
+        having written nothing. Raises CodecError, having written nothing, for a message that
+        cannot be framed.
+
+        The client's requests: framed once, straight into the outgoing bytes, instead of an
+        encode_frame copy per request that has_room then sizes (measured: 3 calls and a copy less
+        per request)."""
+        if self._paused:
+            return False
+        tail = self._tail
+        if tail is None:
+            tail = self._tail = bytearray()
+            self._frames.append(tail)
+        start = len(tail)
+        size = append_frame(tail, message, request_id, kind, gpid, max_frame_bytes)
+        buffered = self._buffered_bytes
+        # has_room: an empty buffer always takes one frame, so a frame larger than the limit moves.
+        if buffered and buffered + size > self._max_buffered_bytes:
+            del tail[start:]
+            return False
+        buffered = self._buffered_bytes = buffered + size
+        if buffered >= self._max_buffered_bytes:
+            self.full = True
+        if not self._scheduled:
+            self._scheduled = True
+            self._loop.call_soon(self._flush_soon)
+        return True
+
     def _flush_soon(self) -> None:
         self._scheduled = False
         self.flush()
@@ -304,6 +335,7 @@ class Connection:
         self.address = address
         self._limits = limits
         self._max_in_flight = limits.max_in_flight
+        self._max_frame_bytes = limits.max_frame_bytes
         self._on_lost = on_lost
         self._loop = asyncio.get_running_loop()
         # Both are set by connection_made, which open() awaits before handing the connection out.
@@ -372,31 +404,40 @@ class Connection:
         if request_id > MAX_REQUEST_ID:
             invariant(False, "request ids exhausted")
         self._next_request_id = request_id + 1
-        frame = encode_frame(
-            message,
-            request_id=request_id,
-            kind=_REQUEST,
-            gpid=gpid,
-            max_frame_bytes=self._limits.max_frame_bytes,
-        )
         future: asyncio.Future[Message] = self._loop.create_future()
         pending = self._pending
-        if not self._queue and len(pending) < self._max_in_flight and self._writer.has_room(len(frame)):
+        if (
+            not self._queue
+            and len(pending) < self._max_in_flight
+            and self._writer.try_write_message(message, request_id, _REQUEST, gpid, self._max_frame_bytes)
+        ):
             pending[request_id] = future
-            self._writer.write(frame)
         else:
+            # Waits for a slot or for room (rare): its frame is kept until then. A message that
+            # cannot be framed raised CodecError above, or raises it here, before anything waits.
+            frame = encode_frame(
+                message,
+                request_id=request_id,
+                kind=_REQUEST,
+                gpid=gpid,
+                max_frame_bytes=self._max_frame_bytes,
+            )
             self._enqueue(request_id, _Outgoing(frame, future, oneway=False))
         deadlines = self._deadlines
         tick = deadlines.add(request_id, timeout_s)
         try:
-            return await future
-        finally:
+            reply = await future
+        except BaseException:
             deadlines.discard(request_id, tick)
             # Still here only if the caller was cancelled: give back its slot or its queue place.
             if self._pending.pop(request_id, None) is not None or (
                 self._queue and self._queue.pop(request_id, None) is not None
             ):
                 self._admit_queued()
+            raise
+        # A reply: _data_received took the call out of _pending before completing its future.
+        deadlines.discard(request_id, tick)
+        return reply
 
     async def send_oneway(self, message: Message, *, gpid: Gpid | None = None, timeout_s: float) -> None:
         """Send a message that gets no reply; returns once it is handed to the connection.

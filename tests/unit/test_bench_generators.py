@@ -86,6 +86,14 @@ def test_scrambled_zipfian_is_skewed_but_its_hot_keys_are_scattered() -> None:
     assert max(hottest) - min(hottest) > 100  # not bunched at the low end like plain zipfian
 
 
+def test_scrambled_zipfian_draws_the_items_of_ycsbs_zipfian_over_its_item_space() -> None:
+    # Its draw is the zipfian one inlined: the same seed must give the same keys, item for item.
+    scrambled = ScrambledZipfianGenerator(5, 1004, random.Random(6))
+    zipfian = ZipfianGenerator(0, 10_000_000_000 - 1, random.Random(6), zetan=26.46902820178302)
+    draws = [scrambled.next_value() for _ in range(DRAWS)]
+    assert draws == [5 + fnv_hash64(zipfian.next_value()) % 1000 for _ in range(DRAWS)]
+
+
 def test_latest_favours_the_newest_keys_and_follows_inserts() -> None:
     generator = SkewedLatestGenerator(999, random.Random(4))
     draws = [generator.next_value() for _ in range(DRAWS)]
@@ -111,3 +119,15 @@ def test_key_chooser_never_picks_a_key_that_was_not_loaded_or_inserted() -> None
     assert all(0 <= chooser.next_key() < 100 for _ in range(5000))
     chooser.inserted(150)
     assert max(chooser.next_key() for _ in range(20_000)) <= 150
+
+
+def test_a_key_choosers_drawer_draws_what_next_key_would() -> None:
+    # The runner draws through `drawer` (for YCSB A-C the zipfian generator itself); the keys must
+    # be next_key's, and a chooser with room for inserts keeps next_key and its redraws.
+    for name, expected_inserts in (("a", 0), ("c", 0), ("e", 100), ("d", 0), ("write-only", 0)):
+        by_drawer = KeyChooser(WORKLOADS[name], 1000, expected_inserts, random.Random(7))
+        by_next_key = KeyChooser(WORKLOADS[name], 1000, expected_inserts, random.Random(7))
+        drawer = by_drawer.drawer
+        assert [drawer() for _ in range(5000)] == [by_next_key.next_key() for _ in range(5000)]
+    with_room = KeyChooser(WORKLOADS["e"], 1000, 100, random.Random(8))
+    assert with_room.drawer == with_room.next_key
