@@ -577,15 +577,21 @@ class _RecordingTransport:
         self.written.append(b"".join(chunks))
 
 
+def _recording_writer(*, max_buffered_bytes: int) -> tuple[_RecordingTransport, FrameWriter]:
+    """A FrameWriter over a transport that records what it is given (call on a running loop)."""
+    transport = _RecordingTransport()
+    writer = FrameWriter(
+        asyncio.get_running_loop(),
+        transport,  # type: ignore[arg-type]
+        max_buffered_bytes=max_buffered_bytes,
+        on_room=lambda: None,
+    )
+    return transport, writer
+
+
 def test_a_frame_writer_sends_written_and_framed_messages_in_order_and_reports_when_full() -> None:
     async def story() -> None:
-        transport = _RecordingTransport()
-        writer = FrameWriter(
-            asyncio.get_running_loop(),
-            transport,  # type: ignore[arg-type]
-            max_buffered_bytes=100,
-            on_room=lambda: None,
-        )
+        transport, writer = _recording_writer(max_buffered_bytes=100)
         first = encode_frame(GetResponse(b"1"), request_id=1, kind=FrameKind.RESPONSE)
         writer.write_message(GetResponse(b"1"), 1, FrameKind.RESPONSE, None, 1000)
         request = encode_frame(get(b"2"), request_id=2, kind=FrameKind.REQUEST)
@@ -611,13 +617,7 @@ def test_a_frame_writer_frames_a_request_only_when_it_has_room_for_it() -> None:
     # The client's path (Connection.call): a request is framed into the outgoing bytes if
     # has_room would take it, and otherwise leaves no trace (the caller then queues it).
     async def story() -> None:
-        transport = _RecordingTransport()
-        writer = FrameWriter(
-            asyncio.get_running_loop(),
-            transport,  # type: ignore[arg-type]
-            max_buffered_bytes=100,
-            on_room=lambda: None,
-        )
+        transport, writer = _recording_writer(max_buffered_bytes=100)
         big = get(b"b" * 150)
         big_frame = encode_frame(big, request_id=1, kind=FrameKind.REQUEST)
         assert len(big_frame) > 100
