@@ -130,10 +130,10 @@ class FrameWriter:
     in one writev. The transport's own buffer pauses us at `max_buffered_bytes`
     (pause_writing/resume_writing); `has_room` tells callers whether to wait.
 
-    Two ways in: `write(frame)` takes a frame encoded already (the client, which sizes a frame
-    before admitting it), `write_message(...)` frames a message straight into the open tail chunk
-    (the server's replies: no frame object and no copy of it per reply). A chunk handed to the
-    transport is never touched again.
+    Two ways in: `write(frame)` takes a frame encoded already (a queued request, a one-way message),
+    `write_message(...)` frames a message straight into the open tail chunk (the server's replies,
+    and with only_if_room the client's requests: no frame object and no copy of it each). A chunk
+    handed to the transport is never touched again.
     """
 
     __slots__ = (
@@ -201,33 +201,24 @@ class FrameWriter:
             self._loop.call_soon(self._flush_soon)
 
     def write_message(
-        self, message: Message, request_id: int, kind: FrameKind, gpid: Gpid | None, max_frame_bytes: int
-    ) -> None:
-        """Frame `message` (codec.append_frame) into the outgoing bytes. Raises CodecError, having
-        written nothing, for a message that cannot be framed."""
-        tail = self._tail
-        if tail is None:
-            tail = self._tail = bytearray()
-            self._frames.append(tail)
-        size = append_frame(tail, message, request_id, kind, gpid, max_frame_bytes)
-        buffered = self._buffered_bytes = self._buffered_bytes + size
-        if buffered >= self._max_buffered_bytes:
-            self.full = True
-        if not self._scheduled:
-            self._scheduled = True
-            self._loop.call_soon(self._flush_soon)
-
-    def try_write_message(
-        self, message: Message, request_id: int, kind: FrameKind, gpid: Gpid | None, max_frame_bytes: int
+        self,
+        message: Message,
+        request_id: int,
+        kind: FrameKind,
+        gpid: Gpid | None,
+        max_frame_bytes: int,
+        *,
+        only_if_room: bool = False,
     ) -> bool:
-        """write_message if the frame passes has_room (judged by its encoded size); else False,
-        having written nothing. Raises CodecError, having written nothing, for a message that
-        cannot be framed.
+        """Frame `message` (codec.append_frame) into the outgoing bytes; True once written.
 
-        The client's requests: framed once, straight into the outgoing bytes, instead of an
-        encode_frame copy per request that has_room then sizes (measured: 3 calls and a copy less
-        per request)."""
-        if self._paused:
+        With only_if_room (the client's requests) the frame is kept only if has_room would take it,
+        judged by its encoded size, and False means nothing was written: framed once, straight into
+        the outgoing bytes, instead of an encode_frame copy per request that has_room then sizes
+        (measured: 3 calls and a copy less per request). Without it (the server's replies) the
+        frame always goes. Raises CodecError, having written nothing, for a message that cannot be
+        framed."""
+        if only_if_room and self._paused:
             return False
         tail = self._tail
         if tail is None:
@@ -237,7 +228,7 @@ class FrameWriter:
         size = append_frame(tail, message, request_id, kind, gpid, max_frame_bytes)
         buffered = self._buffered_bytes
         # has_room: an empty buffer always takes one frame, so a frame larger than the limit moves.
-        if buffered and buffered + size > self._max_buffered_bytes:
+        if only_if_room and buffered and buffered + size > self._max_buffered_bytes:
             del tail[start:]
             return False
         buffered = self._buffered_bytes = buffered + size
@@ -409,7 +400,9 @@ class Connection:
         if (
             not self._queue
             and len(pending) < self._max_in_flight
-            and self._writer.try_write_message(message, request_id, _REQUEST, gpid, self._max_frame_bytes)
+            and self._writer.write_message(
+                message, request_id, _REQUEST, gpid, self._max_frame_bytes, only_if_room=True
+            )
         ):
             pending[request_id] = future
         else:

@@ -621,21 +621,25 @@ def test_a_frame_writer_frames_a_request_only_when_it_has_room_for_it() -> None:
         big = get(b"b" * 150)
         big_frame = encode_frame(big, request_id=1, kind=FrameKind.REQUEST)
         assert len(big_frame) > 100
-        assert writer.try_write_message(big, 1, FrameKind.REQUEST, None, 1000)  # an empty buffer takes one
+        assert writer.write_message(
+            big, 1, FrameKind.REQUEST, None, 1000, only_if_room=True
+        )  # an empty buffer takes one
         assert writer.full
-        assert not writer.try_write_message(get(b"2"), 2, FrameKind.REQUEST, None, 1000)
+        assert not writer.write_message(get(b"2"), 2, FrameKind.REQUEST, None, 1000, only_if_room=True)
         assert writer.buffered_bytes == len(big_frame)
         await asyncio.sleep(0)
         assert transport.written == [big_frame]
 
         small = encode_frame(get(b"3"), request_id=3, kind=FrameKind.REQUEST)
-        assert writer.try_write_message(get(b"3"), 3, FrameKind.REQUEST, None, 1000)
+        assert writer.write_message(get(b"3"), 3, FrameKind.REQUEST, None, 1000, only_if_room=True)
         with pytest.raises(CodecError):  # over max_frame_bytes: nothing written
-            writer.try_write_message(big, 4, FrameKind.REQUEST, None, 100)
-        assert not writer.try_write_message(get(b"5" * 90), 5, FrameKind.REQUEST, None, 1000)  # no room
+            writer.write_message(big, 4, FrameKind.REQUEST, None, 100, only_if_room=True)
+        assert not writer.write_message(
+            get(b"5" * 90), 5, FrameKind.REQUEST, None, 1000, only_if_room=True
+        )  # no room
         assert writer.buffered_bytes == len(small)
         writer.pause()
-        assert not writer.try_write_message(get(b"6"), 6, FrameKind.REQUEST, None, 1000)
+        assert not writer.write_message(get(b"6"), 6, FrameKind.REQUEST, None, 1000, only_if_room=True)
         writer.resume()
         await asyncio.sleep(0)
         assert transport.written == [big_frame, small]
