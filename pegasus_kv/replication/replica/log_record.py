@@ -24,16 +24,59 @@ from pegasus_kv.core.errors import StorageError
 from pegasus_kv.core.mutation import Mutation
 from pegasus_kv.core.scanning import first_valid_offset
 
-MAGIC = 0x4C4D4B50  # b"PKML" little-endian: "Pegasus-Kv Mutation Log"
-HEADER = struct.Struct("<IIIqq")
-_MAGIC_CRC = struct.Struct("<II")
-_TAIL = struct.Struct("<Iqq")
-HEADER_BYTES = HEADER.size
 # Refuse to believe a length beyond this: it bounds what a corrupt header can make a scan read, and
 # no mutation comes near it (a write is at most 1 MB and the primary bounds its batches).
 MAX_PAYLOAD_BYTES = 256 * 1024 * 1024
+_MAGIC_CRC = struct.Struct("<II")
 
-_MAGIC_BYTES = struct.pack("<I", MAGIC)
+
+class RecordFraming:
+    """A record layout of the logs: u32 magic | u32 crc32 | u32 payload_length | fields | payload,
+    little-endian, the CRC-32 (zlib's) over everything after the crc field. The mutation log's
+    records (below) and the shared log's (shared_log.py) differ only in magic and fields."""
+
+    def __init__(self, magic: int, fields_format: str) -> None:
+        self.magic = magic
+        self.magic_bytes = struct.pack("<I", magic)
+        self.header = struct.Struct("<III" + fields_format)
+        self.header_bytes = self.header.size
+        # The header after magic and crc ("<" packs no padding): packed once, these bytes are both
+        # the checksummed ones and the header's tail (once per record on every replica).
+        self._tail = struct.Struct("<I" + fields_format)
+
+    def encode(self, payload: bytes, *fields: int) -> bytes:
+        tail = self._tail.pack(len(payload), *fields)
+        return b"".join((_MAGIC_CRC.pack(self.magic, zlib.crc32(payload, zlib.crc32(tail))), tail, payload))
+
+    def parse_at(self, data: bytes | memoryview, offset: int) -> tuple[tuple[int, ...], int] | None:
+        """The header fields after the length, and the end, of the valid record at `offset`; None
+        for fewer bytes left than a header, a wrong magic, a length over MAX_PAYLOAD_BYTES or past
+        the end of `data` (a write cut short), or a checksum that does not match (torn, flipped)."""
+        header_bytes = self.header_bytes
+        if offset < 0 or len(data) - offset < header_bytes:
+            return None
+        header = self.header.unpack_from(data, offset)
+        magic, crc, length = header[0], header[1], header[2]
+        if magic != self.magic or length > MAX_PAYLOAD_BYTES:
+            return None
+        end = offset + header_bytes + length
+        if end > len(data):
+            return None
+        view = memoryview(data)
+        if (
+            zlib.crc32(
+                view[offset + header_bytes : end], zlib.crc32(view[offset + 8 : offset + header_bytes])
+            )
+            != crc
+        ):
+            return None
+        return header[3:], end
+
+
+MAGIC = 0x4C4D4B50  # b"PKML" little-endian: "Pegasus-Kv Mutation Log"
+FRAMING = RecordFraming(MAGIC, "qq")  # ballot, decree
+HEADER = FRAMING.header
+HEADER_BYTES = FRAMING.header_bytes
 _ENCODER = msgspec.msgpack.Encoder()
 _DECODER = msgspec.msgpack.Decoder(Mutation)
 
@@ -47,10 +90,6 @@ class RecordHeader(NamedTuple):
     decree: int
 
 
-def _checksum(length_ballot_decree: bytes | memoryview, payload: bytes | memoryview) -> int:
-    return zlib.crc32(payload, zlib.crc32(length_ballot_decree))
-
-
 def encode_record(mutation: Mutation) -> bytes:
     """Frame one mutation as a record (header + payload)."""
     payload = _ENCODER.encode(mutation)
@@ -58,10 +97,7 @@ def encode_record(mutation: Mutation) -> bytes:
         raise StorageError(
             f"mutation of decree {mutation.decree} encodes to {len(payload)} bytes, over the log's limit"
         )
-    # HEADER is magic, crc, then these same fields ("<" packs no padding): packed once, they are
-    # both the checksummed bytes and the header's tail (once per mutation on every replica).
-    tail = _TAIL.pack(len(payload), mutation.ballot, mutation.decree)
-    return b"".join((_MAGIC_CRC.pack(MAGIC, zlib.crc32(payload, zlib.crc32(tail))), tail, payload))
+    return FRAMING.encode(payload, mutation.ballot, mutation.decree)
 
 
 def decode_record(data: bytes | memoryview, where: str) -> Mutation:
@@ -87,18 +123,11 @@ def parse_record_at(data: bytes | memoryview, offset: int) -> RecordHeader | Non
     Not valid: fewer bytes left than a header, a wrong magic, a length over the limit or past the end
     of `data` (a write cut short), or a checksum that does not match (a torn or flipped write).
     """
-    if offset < 0 or len(data) - offset < HEADER_BYTES:
+    parsed = FRAMING.parse_at(data, offset)
+    if parsed is None:
         return None
-    magic, crc, length, ballot, decree = HEADER.unpack_from(data, offset)
-    if magic != MAGIC or length > MAX_PAYLOAD_BYTES:
-        return None
-    end = offset + HEADER_BYTES + length
-    if end > len(data):
-        return None
-    view = memoryview(data)
-    if _checksum(view[offset + 8 : offset + HEADER_BYTES], view[offset + HEADER_BYTES : end]) != crc:
-        return None
-    return RecordHeader(offset, HEADER_BYTES + length, ballot, decree)
+    (ballot, decree), end = parsed
+    return RecordHeader(offset, end - offset, ballot, decree)
 
 
 def scan_records(data: bytes | memoryview) -> tuple[list[RecordHeader], int]:
@@ -125,4 +154,4 @@ def find_valid_record(data: bytes | memoryview, start: int) -> int | None:
     tail, so a valid record anywhere after the bad one means acknowledged data is damaged.
     """
     raw = bytes(data) if isinstance(data, memoryview) else data
-    return first_valid_offset(raw, start, _MAGIC_BYTES, parse_record_at)
+    return first_valid_offset(raw, start, FRAMING.magic_bytes, parse_record_at)

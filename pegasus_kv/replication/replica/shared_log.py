@@ -52,10 +52,8 @@ from __future__ import annotations
 import collections
 import os
 import re
-import struct
 import threading
 import time
-import zlib
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import NamedTuple
@@ -64,7 +62,7 @@ from pegasus_kv.core.errors import StorageError
 from pegasus_kv.core.scanning import first_valid_offset
 from pegasus_kv.replication.replica import log_store
 from pegasus_kv.replication.replica.invariants import invariant
-from pegasus_kv.replication.replica.log_record import MAX_PAYLOAD_BYTES
+from pegasus_kv.replication.replica.log_record import MAX_PAYLOAD_BYTES, RecordFraming
 from pegasus_kv.replication.replica.log_segment import fsync_directory, lock_directory, write_all
 from pegasus_kv.replication.replica.log_store import RepairRecord
 
@@ -73,12 +71,10 @@ DEFAULT_SEGMENT_BYTES = 32 * MiB
 SHARED_LOG_DIR = "slog"
 LOCK_FILE_NAME = "LOCK"
 MAGIC = 0x4C534B50  # b"PKSL" little-endian: "Pegasus-Kv Shared Log"
-HEADER = struct.Struct("<IIIIQQ")
-_MAGIC_CRC = struct.Struct("<II")
-_TAIL = struct.Struct("<IIQQ")
-HEADER_BYTES = HEADER.size
+_FRAMING = RecordFraming(MAGIC, "IQQ")  # private segment seq, log id, offset in that segment
+HEADER = _FRAMING.header
+HEADER_BYTES = _FRAMING.header_bytes
 MAX_SEGMENT_SEQ = (1 << 32) - 1  # a private segment seq is stored in 32 bits
-_MAGIC_BYTES = struct.pack("<I", MAGIC)
 _SEGMENT_NAME = re.compile(r"^slog\.(\d{10})$")
 # Where the platform has no O_DSYNC, an append is written and then fdatasynced as two calls.
 _O_DSYNC: int = getattr(os, "O_DSYNC", 0)
@@ -104,33 +100,20 @@ def encode_shared_record(record: SharedRecord) -> bytes:
             f"a record of {len(payload)} bytes in private segment {record.segment_seq} "
             "does not fit the shared log"
         )
-    # HEADER is magic, crc, then these same fields ("<" packs no padding): packed once, they are
-    # both the checksummed bytes and the header's tail (the log writer's thread, once per record).
-    tail = _TAIL.pack(len(payload), record.segment_seq, record.log_id, record.offset)
-    return b"".join((_MAGIC_CRC.pack(MAGIC, zlib.crc32(payload, zlib.crc32(tail))), tail, payload))
+    return _FRAMING.encode(payload, record.segment_seq, record.log_id, record.offset)
 
 
 def parse_shared_record_at(data: bytes, offset: int) -> tuple[SharedRecord, int] | None:
     """The valid record at `offset` and its size, or None (short, wrong magic, too long, bad CRC)."""
-    if offset < 0 or len(data) - offset < HEADER_BYTES:
+    parsed = _FRAMING.parse_at(data, offset)
+    if parsed is None:
         return None
-    magic, crc, length, segment_seq, log_id, private_offset = HEADER.unpack_from(data, offset)
-    if magic != MAGIC or length > MAX_PAYLOAD_BYTES:
-        return None
-    end = offset + HEADER_BYTES + length
-    if end > len(data):
-        return None
-    view = memoryview(data)
-    if (
-        zlib.crc32(view[offset + HEADER_BYTES : end], zlib.crc32(view[offset + 8 : offset + HEADER_BYTES]))
-        != crc
-    ):
-        return None
+    (segment_seq, log_id, private_offset), end = parsed
     return SharedRecord(log_id, segment_seq, private_offset, data[offset + HEADER_BYTES : end]), end - offset
 
 
 def _find_valid_record(data: bytes, start: int) -> int | None:
-    return first_valid_offset(data, start, _MAGIC_BYTES, parse_shared_record_at)
+    return first_valid_offset(data, start, _FRAMING.magic_bytes, parse_shared_record_at)
 
 
 class SharedLog:
