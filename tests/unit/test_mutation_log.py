@@ -10,12 +10,13 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TypeVar
 
+import msgspec
 import pytest
 
 from pegasus_kv.core.errors import InvalidStateError, StaleBallotError, StorageError
 from pegasus_kv.core.messages import SetRequest
 from pegasus_kv.core.mutation import Mutation
-from pegasus_kv.replication.replica import log_store
+from pegasus_kv.replication.replica import log_record, log_store
 from pegasus_kv.replication.replica.log_record import encode_record
 from pegasus_kv.replication.replica.log_writer import LogWriter
 from pegasus_kv.replication.replica.mutation_log import (
@@ -84,6 +85,53 @@ def test_appended_mutations_come_back_in_decree_order_after_reopen(tmp_path: Pat
             assert log.size_bytes == sum(len(encode_record(item)) for item in mutations)
 
     run(reopen)
+
+
+def test_the_commit_point_the_records_vouch_for_is_found_at_open(tmp_path: Path) -> None:
+    async def story() -> None:
+        async with await MutationLog.open(tmp_path, FAST) as log:
+            assert log.replayed_commit_point == 0
+            done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            items = [encode_for_log(mutation(decree), committed=decree - 1) for decree in (1, 2, 3)]
+            log.submit(items, lambda error: done.set_result(error))
+            assert await done is None
+        async with await MutationLog.open(tmp_path, FAST) as log:
+            assert log.replayed_commit_point == 2
+            assert [item async for item in log.replay()] == [mutation(1), mutation(2), mutation(3)]
+
+    run(story)
+
+
+def first_layout_record(item: Mutation) -> bytes:
+    """A record as pegasus-kv wrote it before records carried a commit point (log_record.py)."""
+    return log_record.RECORD_V1.encode(msgspec.msgpack.encode(item), item.ballot, item.decree)
+
+
+def test_records_of_the_first_layout_are_still_read_and_vouch_for_nothing(tmp_path: Path) -> None:
+    # A log an older version wrote, then appended to by this one: one segment, both layouts.
+    run(lambda: log_all(tmp_path, [mutation(1)]))
+    segment = only_segment(tmp_path)
+    segment.write_bytes(first_layout_record(mutation(1)) + first_layout_record(mutation(2)))
+
+    async def story() -> None:
+        async with await MutationLog.open(tmp_path, FAST) as log:
+            assert log.replayed_commit_point == 0
+            await log.append(mutation(3))
+        async with await MutationLog.open(tmp_path, FAST) as log:
+            assert [item async for item in log.replay()] == [mutation(1), mutation(2), mutation(3)]
+            assert [item.decree for item in await log.read(1, 3, 1 << 20)] == [1, 2, 3]
+
+    run(story)
+
+
+def test_a_damaged_first_layout_record_before_valid_ones_is_corruption(tmp_path: Path) -> None:
+    run(lambda: log_all(tmp_path, [mutation(1)]))
+    segment = only_segment(tmp_path)
+    old = first_layout_record(mutation(1))
+    segment.write_bytes(old + first_layout_record(mutation(2)))
+    flip_byte(segment, len(old) // 2)  # record 1 damaged, record 2 (first layout) intact
+    with pytest.raises(StorageError, match="followed by valid records"):
+        run(lambda: replayed(tmp_path))
 
 
 def test_an_empty_directory_is_an_empty_log(tmp_path: Path) -> None:

@@ -67,7 +67,6 @@ def settings() -> RuntimeSettings:
         log_options=MutationLogOptions(),
         store_options=StoreOptions(),
         prepare_list_capacity=16,
-        record_applied_every=4,
     )
 
 

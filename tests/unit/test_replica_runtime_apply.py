@@ -22,7 +22,7 @@ from pegasus_kv.core.mutation import Mutation
 from pegasus_kv.core.registry import Message
 from pegasus_kv.replication.pacifica.ready import Apply, ClientToken, Outbound
 from pegasus_kv.replication.replica.layout import AppliedDecreeFile, ReplicaPaths, read_applied_decree
-from pegasus_kv.replication.replica.mutation_log import MutationLogOptions
+from pegasus_kv.replication.replica.mutation_log import MutationLog, MutationLogOptions
 from pegasus_kv.replication.replica.replica_runtime import ReplicaRuntime, RuntimeSettings
 from pegasus_kv.storage import PartitionStore, StoreOptions, WriteStall
 from tests.unit.replica_cluster_support import eventually, run
@@ -54,12 +54,11 @@ class AnsweringHost:
         self.failures.append(reason)
 
 
-def settings(record_applied_every: int = 1000) -> RuntimeSettings:
+def settings() -> RuntimeSettings:
     return RuntimeSettings(
         log_options=MutationLogOptions(),
         store_options=StoreOptions(),
         prepare_list_capacity=16,
-        record_applied_every=record_applied_every,
     )
 
 
@@ -132,72 +131,33 @@ def test_a_write_rocksdb_would_stall_goes_to_a_worker_thread_and_later_ones_wait
         run(story)
 
 
-def test_the_applied_decree_is_recorded_every_so_many_decrees(tmp_path: Path) -> None:
-    async def story() -> None:
-        executor = ThreadPoolExecutor(2)
-        paths = ReplicaPaths(tmp_path, GPID)
-        runtime = ReplicaRuntime(
-            GPID,
-            paths,
-            settings(record_applied_every=3),
-            AnsweringHost(),
-            executor=executor,
-            log_executor=executor,
-        )
-        await runtime.open(fresh=True)
-        runtime.apply([committed(decree) for decree in (1, 2)])
-        assert read_applied_decree(paths) == 0  # two decrees: not yet
-        runtime.apply([committed(3)])
-
-        async def recorded_3() -> bool:
-            return read_applied_decree(paths) == 3
-
-        await eventually(recorded_3)
-        await runtime.close(drain_s=1.0)
-        executor.shutdown()
-
-    run(story)
-
-
-def test_applies_go_on_while_the_applied_decree_is_recorded_and_close_waits_for_the_record(
-    tmp_path: Path,
-) -> None:
-    release = threading.Event()
-    started = threading.Event()
-    real_record = AppliedDecreeFile.record
-
-    def slow_record(self: AppliedDecreeFile, decree: int) -> None:
-        started.set()
-        release.wait(10.0)  # a disk that takes its time with the two fsyncs
-        real_record(self, decree)
-
+def test_each_logged_record_vouches_for_the_decrees_handed_to_apply_before_it(tmp_path: Path) -> None:
     async def story() -> None:
         executor = ThreadPoolExecutor(2)
         paths = ReplicaPaths(tmp_path, GPID)
         host = AnsweringHost()
-        runtime = ReplicaRuntime(
-            GPID, paths, settings(record_applied_every=2), host, executor=executor, log_executor=executor
-        )
+        runtime = ReplicaRuntime(GPID, paths, settings(), host, executor=executor, log_executor=executor)
         await runtime.open(fresh=True)
-        runtime.apply([committed(1), committed(2)])  # the record of decree 2 starts, and waits
-        await asyncio.get_running_loop().run_in_executor(None, started.wait, 10.0)
-        runtime.apply([committed(3), committed(4), committed(5)])
-        # Applied and answered at once, although the record is still in its thread.
-        assert runtime.applied_through(5)
-        assert [token for token, _ in host.answers] == [101, 102, 103, 104, 105]
-        assert read_applied_decree(paths) == 0
-        closing = asyncio.ensure_future(runtime.close(drain_s=1.0))
-        await asyncio.sleep(0.05)
-        assert not closing.done()  # close waits for the record rather than racing it for the file
-        release.set()
-        await closing
-        assert read_applied_decree(paths) == 5  # close records where the store stands
+        # As a replica runs: each mutation is logged when prepared, applied once committed.
+        for decree in (1, 2, 3):
+            runtime.persist([committed(decree).mutation])
+            runtime.apply([committed(decree)])
+        runtime.persist([committed(4).mutation])  # prepared, not committed
+
+        async def all_durable() -> bool:
+            return runtime.durable_pending == 0
+
+        await eventually(all_durable)
+        assert read_applied_decree(paths) == 0  # no file write while the replica runs
+        await runtime.close(drain_s=1.0)
+        assert read_applied_decree(paths) == 3  # close records where the store stands
         assert host.failures == []
+        # The records of decrees 2, 3 and 4 were logged after 1, 2 and 3 were handed to apply.
+        async with await MutationLog.open(paths.log_dir, MutationLogOptions()) as log:
+            assert log.replayed_commit_point == 3
         executor.shutdown()
 
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(AppliedDecreeFile, "record", slow_record)
-        run(story)
+    run(story)
 
 
 def test_the_applied_decree_file_only_moves_forward_unless_reset(tmp_path: Path) -> None:

@@ -2,9 +2,10 @@
 
 RocksDB runs without its WAL (the mutation log is the WAL), so a crash leaves the store at its last
 flush. The first story copies a live replica's directory as a crash would leave it and reopens the
-copy: the log (and the recorded applied decree) bring the data back. The second wipes a stopped
-server's data directory; when it comes back, meta adds it as a learner and it copies each partition
-from a checkpoint streamed over the network (its primaries have collected their logs meanwhile).
+copy: the log, whose records carry the replica's commit point, brings the data back. The second
+wipes a stopped server's data directory; when it comes back, meta adds it as a learner and it copies
+each partition from a checkpoint streamed over the network (its primaries have collected their logs
+meanwhile).
 """
 
 from __future__ import annotations
@@ -63,7 +64,6 @@ def settings() -> RuntimeSettings:
         log_options=MutationLogOptions(),
         store_options=StoreOptions(),
         prepare_list_capacity=CAPACITY,
-        record_applied_every=CAPACITY // 4,
     )
 
 
@@ -89,21 +89,21 @@ def test_a_crash_loses_the_memtable_and_the_log_brings_the_writes_back(tmp_path:
             log_executor=executor,
         )
         await live.open(fresh=True)
-        # 50 committed mutations, more than the prepare list can hold: logged, applied, answered.
+        # 50 committed mutations, more than the prepare list can hold: logged, applied, answered,
+        # as a replica does it (each logged when prepared, applied once committed).
         mutations = [mutation(decree) for decree in range(1, 51)]
-        live.persist(mutations)
-        live.apply([Apply(m, (m.decree,)) for m in mutations])
+        for m in mutations:
+            live.persist([m])
+            live.apply([Apply(m, (m.decree,))])
         await eventually(lambda: _true(host.durable[-1:] == [(3, 50)] and live.applied_decree == 50))
         assert host.answers[50] == WriteResponse(decree=50)
 
         # The crash image: every file as it is on disk now. The store was never flushed, so its
-        # copy stands at decree 0; the log and the recorded applied decree are durable.
+        # copy stands at decree 0; the log is durable, and nothing wrote the applied_decree file.
         crashed = tmp_path / "crashed"
-        crashed_bare = tmp_path / "crashed-without-applied-decree"
-        for image in (crashed, crashed_bare):
-            await asyncio.get_running_loop().run_in_executor(
-                executor, shutil.copytree, tmp_path / "live", image
-            )
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(executor, shutil.copytree, tmp_path / "live", crashed)
+        assert not (crashed / "replicas" / "1.0" / APPLIED_DECREE_FILE).exists()
         await live.close(drain_s=1.0)
 
         reopened = ReplicaRuntime(
@@ -115,9 +115,9 @@ def test_a_crash_loses_the_memtable_and_the_log_brings_the_writes_back(tmp_path:
             log_executor=executor,
         )
         recovered = await reopened.open(fresh=False)
-        # Everything the recorded applied decree vouches for is re-applied from the log; only the
-        # (at most prepare-list-capacity) records after it go to the core.
-        assert recovered.reapplied >= 50 - CAPACITY
+        # Everything the log's records vouch for (decree 49, the last record's commit point) is
+        # re-applied; only the records after it go to the core.
+        assert recovered.reapplied == 49
         assert (
             recovered.last_committed_decree
             + len([m for m in recovered.log if m.decree > recovered.last_committed_decree])
@@ -138,9 +138,25 @@ def test_a_crash_loses_the_memtable_and_the_log_brings_the_writes_back(tmp_path:
         assert replica.ballot == 3
         await reopened.close(drain_s=1.0)
 
-        # Without the recorded decree the core still gets the log after the store's decree, as much
-        # as its prepare list holds (the replica then learns the rest from its primary).
-        (crashed_bare / "replicas" / "1.0" / APPLIED_DECREE_FILE).unlink()
+        # A log whose records vouch for nothing (written before anything was applied) and no
+        # applied_decree file: the core still gets the log after the store's decree, as much as its
+        # prepare list holds (the replica then learns the rest from its primary).
+        bare_live = ReplicaRuntime(
+            GPID,
+            ReplicaPaths(tmp_path / "bare-live", GPID),
+            settings(),
+            RecordingHost(),
+            executor=executor,
+            log_executor=executor,
+        )
+        await bare_live.open(fresh=True)
+        bare_live.persist(mutations)
+        await eventually(lambda: _true(bare_live.durable_pending == 0))
+        crashed_bare = tmp_path / "crashed-bare"
+        await asyncio.get_running_loop().run_in_executor(
+            executor, shutil.copytree, tmp_path / "bare-live", crashed_bare
+        )
+        await bare_live.close(drain_s=1.0)
         bare = ReplicaRuntime(
             GPID,
             ReplicaPaths(crashed_bare, GPID),
@@ -151,11 +167,9 @@ def test_a_crash_loses_the_memtable_and_the_log_brings_the_writes_back(tmp_path:
         )
         recovered = await bare.open(fresh=False)
         assert recovered.reapplied == 0
-        assert recovered.last_committed_decree == 0  # the store lost its memtable
+        assert recovered.last_committed_decree == 0
         tail = [m.decree for m in recovered.log if m.decree > recovered.last_committed_decree]
-        assert tail == list(
-            range(recovered.last_committed_decree + 1, recovered.last_committed_decree + 1 + CAPACITY)
-        )
+        assert tail == list(range(1, 1 + CAPACITY))
         await bare.close(drain_s=1.0)
         executor.shutdown()
 

@@ -7,7 +7,7 @@
         store.old/      the store a checkpoint install replaced (deleted right after)
         learn/          checkpoints made for learners (ckpt-<decree>-<n>/) and copies being fetched
                         from a primary (incoming-<n>/)
-        applied_decree  the decree the runtime had applied to the store, written now and then
+        applied_decree  the decree the store had applied when it was last flushed, closed or replaced
         max_ballot      the highest ballot of any mutation made durable in the log, ever
 
 Why `applied_decree`: RocksDB runs without its WAL (DESIGN.md section 3), so after a crash the store
@@ -17,7 +17,11 @@ beyond would be forgotten, although it may have been committed. Every decree up 
 applied decree was committed here, and the live log record of a committed decree is the committed
 mutation (a replica never logs another version of a decree after committing it). So on start the
 runtime re-applies log records up to the recorded decree before handing the rest to the core, which
-then only sees the uncommitted tail (Pegasus knows the same from the commit point in each log record).
+then only sees the uncommitted tail. Under load that knowledge comes from the log itself: every
+record carries the commit point of its replica when it was logged (log_record.py; Pegasus's log
+records carry the same), and recovery takes the larger of that and this file. The file covers the
+moments the log's records may not: a flush (after which the log is collected), a close and a
+checkpoint install.
 
 Why `max_ballot`: a replica's ballot lives in its log, and log collection may delete every record of
 the highest ballot. A replica that forgot a ballot it prepared under could be named primary under it
@@ -141,11 +145,9 @@ def write_applied_decree(paths: ReplicaPaths, decree: int) -> None:
 class AppliedDecreeFile:
     """One replica's `applied_decree` file, as its runtime writes it from worker threads (blocking).
 
-    The periodic record runs beside the applies rather than ahead of them (two fsyncs that used to
-    hold every apply of the partition back), so a flush or close may write the file while a
-    periodic record is still in its thread: the lock keeps the two writes of `<name>.tmp` apart,
-    and `record` only moves the value forward, so a slower record of an older decree never
-    replaces a newer one. `reset` is for a checkpoint install, which replaces the store.
+    A flush and a close may run in different worker threads: the lock keeps their writes of
+    `<name>.tmp` apart, and `record` only moves the value forward, so a slower record of an older
+    decree never replaces a newer one. `reset` is for a checkpoint install, which replaces the store.
     """
 
     def __init__(self, paths: ReplicaPaths) -> None:

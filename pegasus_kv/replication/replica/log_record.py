@@ -2,12 +2,22 @@
 
 A record is a fixed header followed by the msgpack encoding of a `core.mutation.Mutation`:
 
-    u32 magic | u32 crc32 | u32 payload_length | i64 ballot | i64 decree | payload
+    u32 magic | u32 crc32 | u32 payload_length | i64 ballot | i64 decree | i64 committed | payload
 
 all little-endian. The CRC-32 (zlib's) covers everything after the crc field: payload_length,
-ballot, decree and the payload, so a flipped bit anywhere but in the magic fails the checksum, and a
-flipped magic fails the magic test. The ballot and decree are repeated in the header so a replay can
-apply the supersede rule (log_index.py) and build its index without decoding any payload.
+ballot, decree, committed and the payload, so a flipped bit anywhere but in the magic fails the
+checksum, and a flipped magic fails the magic test. The ballot and decree are repeated in the header
+so a replay can apply the supersede rule (log_index.py) and build its index without decoding any
+payload.
+
+`committed` is the replica's commit point when it logged the record: every decree up to it was
+committed here, and the log holds their committed versions (records are written in the order they
+were handed over, and a decree is logged before it can commit). Recovery takes the highest
+`committed` of the log to know how far it may re-apply records the store lost (replica_runtime.py;
+Pegasus's log records carry the same last_committed_decree). 0 vouches for nothing.
+
+Records written before `committed` existed have the magic b"PKML" and no such field; they are read
+as records with committed 0 (RECORD_V1 below). New records are always written in the current layout.
 
 The scans work on a whole segment held in memory (segments are bounded, 32 MiB by default).
 """
@@ -73,10 +83,13 @@ class RecordFraming:
         return header[3:], end
 
 
-MAGIC = 0x4C4D4B50  # b"PKML" little-endian: "Pegasus-Kv Mutation Log"
-FRAMING = RecordFraming(MAGIC, "qq")  # ballot, decree
-HEADER = FRAMING.header
-HEADER_BYTES = FRAMING.header_bytes
+MAGIC = 0x324D4B50  # b"PKM2" little-endian: "Pegasus-Kv Mutation log, layout 2"
+FRAMING = RecordFraming(MAGIC, "qqq")  # ballot, decree, committed
+# The first layout (no `committed`): still read, never written (module doc).
+MAGIC_V1 = 0x4C4D4B50  # b"PKML" little-endian: "Pegasus-Kv Mutation Log"
+RECORD_V1 = RecordFraming(MAGIC_V1, "qq")  # ballot, decree
+_FRAMINGS = {MAGIC: FRAMING, MAGIC_V1: RECORD_V1}
+_MAGIC = struct.Struct("<I")
 _ENCODER = msgspec.msgpack.Encoder()
 _DECODER = msgspec.msgpack.Decoder(Mutation)
 
@@ -88,25 +101,38 @@ class RecordHeader(NamedTuple):
     size_bytes: int  # header and payload
     ballot: int
     decree: int
+    committed: int  # the commit point it vouches for (module doc); 0 for a first-layout record
 
 
-def encode_record(mutation: Mutation) -> bytes:
-    """Frame one mutation as a record (header + payload)."""
+def encode_record(mutation: Mutation, committed: int = 0) -> bytes:
+    """Frame one mutation as a record (header + payload). `committed`: every decree up to it is
+    committed here and logged before this record (module doc); 0 claims nothing."""
     payload = _ENCODER.encode(mutation)
     if len(payload) > MAX_PAYLOAD_BYTES:
         raise StorageError(
             f"mutation of decree {mutation.decree} encodes to {len(payload)} bytes, over the log's limit"
         )
-    return FRAMING.encode(payload, mutation.ballot, mutation.decree)
+    return FRAMING.encode(payload, mutation.ballot, mutation.decree, committed)
+
+
+def _framing_at(data: bytes | memoryview, offset: int) -> RecordFraming | None:
+    if offset < 0 or len(data) - offset < _MAGIC.size:
+        return None
+    return _FRAMINGS.get(_MAGIC.unpack_from(data, offset)[0])
 
 
 def decode_record(data: bytes | memoryview, where: str) -> Mutation:
     """Decode a whole record (header + payload) read back from a segment; it was checksummed before."""
-    magic, _crc, length, ballot, decree = HEADER.unpack_from(data, 0)
-    if magic != MAGIC or len(data) != HEADER_BYTES + length:
+    framing = _framing_at(data, 0)
+    if framing is None or len(data) < framing.header_bytes:
+        raise StorageError(f"{where}: the record is not where the index says it is")
+    header = framing.header.unpack_from(data, 0)
+    length, ballot, decree = header[2], header[3], header[4]
+    header_bytes = framing.header_bytes
+    if len(data) != header_bytes + length:
         raise StorageError(f"{where}: the record is not where the index says it is")
     try:
-        mutation = _DECODER.decode(data[HEADER_BYTES:])
+        mutation = _DECODER.decode(data[header_bytes:])
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
         raise StorageError(f"{where}: record of decree {decree} does not decode as a mutation") from exc
     if mutation.ballot != ballot or mutation.decree != decree:
@@ -123,11 +149,15 @@ def parse_record_at(data: bytes | memoryview, offset: int) -> RecordHeader | Non
     Not valid: fewer bytes left than a header, a wrong magic, a length over the limit or past the end
     of `data` (a write cut short), or a checksum that does not match (a torn or flipped write).
     """
-    parsed = FRAMING.parse_at(data, offset)
+    framing = _framing_at(data, offset)
+    if framing is None:
+        return None
+    parsed = framing.parse_at(data, offset)
     if parsed is None:
         return None
-    (ballot, decree), end = parsed
-    return RecordHeader(offset, end - offset, ballot, decree)
+    fields, end = parsed
+    committed = fields[2] if framing is FRAMING else 0
+    return RecordHeader(offset, end - offset, fields[0], fields[1], committed)
 
 
 def scan_records(data: bytes | memoryview) -> tuple[list[RecordHeader], int]:
@@ -154,4 +184,9 @@ def find_valid_record(data: bytes | memoryview, start: int) -> int | None:
     tail, so a valid record anywhere after the bad one means acknowledged data is damaged.
     """
     raw = bytes(data) if isinstance(data, memoryview) else data
-    return first_valid_offset(raw, start, FRAMING.magic_bytes, parse_record_at)
+    found = [
+        offset
+        for framing in _FRAMINGS.values()
+        if (offset := first_valid_offset(raw, start, framing.magic_bytes, parse_record_at)) is not None
+    ]
+    return min(found, default=None)

@@ -194,6 +194,7 @@ class SegmentedLog:
         self._unsynced_bytes = 0
         self._size_bytes = 0
         self._failed: str | None = None
+        self._replayed_commit_point = 0
 
     # --- open and replay ------------------------------------------------------------------------
 
@@ -328,6 +329,8 @@ class SegmentedLog:
                     )
                 segment.note_record(record.decree, record.size_bytes)
                 self._size_bytes += record.size_bytes
+                if record.committed > self._replayed_commit_point:
+                    self._replayed_commit_point = record.committed
                 location = Location(record.ballot, segment.seq, record.offset, record.size_bytes)
                 raw = data[record.offset : record.offset + record.size_bytes]
                 where = f"{segment.path} offset {record.offset}"
@@ -393,6 +396,11 @@ class SegmentedLog:
     @property
     def max_ballot(self) -> int:
         return self._index.max_ballot
+
+    @property
+    def replayed_commit_point(self) -> int:
+        """The highest commit point a record found at open vouches for (log_record.py), 0 if none."""
+        return self._replayed_commit_point
 
     @property
     def size_bytes(self) -> int:

@@ -212,6 +212,12 @@ class MutationLog:
         return self._store.max_ballot
 
     @property
+    def replayed_commit_point(self) -> int:
+        """Every decree up to this was committed here and its committed version logged, as the
+        records found when the log was opened vouch (log_record.py); 0 when none does."""
+        return self._store.replayed_commit_point
+
+    @property
     def size_bytes(self) -> int:
         """Bytes in all segment files (live and superseded records)."""
         return self._store.size_bytes
@@ -455,11 +461,12 @@ class MutationLog:
         return asyncio.get_running_loop().run_in_executor(self._executor, function, *args)
 
 
-def encode_for_log(mutation: Mutation) -> EncodedMutation:
-    """A mutation with its log record (what `submit` takes); its size is len(item.record)."""
+def encode_for_log(mutation: Mutation, committed: int = 0) -> EncodedMutation:
+    """A mutation with its log record (what `submit` takes); its size is len(item.record).
+    `committed`: the commit point the record vouches for (log_record.py); 0 claims nothing."""
     if mutation.decree <= 0:
         raise InvalidArgumentError(f"a logged decree must be positive, not {mutation.decree}")
-    return EncodedMutation(mutation, encode_record(mutation))
+    return EncodedMutation(mutation, encode_record(mutation, committed))
 
 
 def _settle(future: asyncio.Future[None], error: StorageError | None) -> None:

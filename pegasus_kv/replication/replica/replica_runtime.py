@@ -24,23 +24,27 @@ ordering obligations of the Ready contract per replica:
    with the store's reply for each write. The same queue serialises flushes, checkpoints, sweeps
    and a checkpoint install, which run in a worker thread one at a time, with later jobs, applies
    included, waiting for them: the store sees one job at a time in the order they were asked for.
-   The periodic `applied_decree` record (layout.py) is not a store job: it only states that
-   decrees up to one already applied were committed, which later applies cannot make untrue, so
-   it runs in a worker thread beside them (as a store job, its write and two fsyncs held every
-   apply of the partition back a few milliseconds, several times a second under load: YCSB A's
-   update p99 on onebox went from 28 to 26 ms without it). A checkpoint install and close wait
-   for a record in progress.
+
+How far recovery may re-apply: every record `persist` encodes carries the decree handed to apply
+so far (log_record.py, `committed`): all of those were committed here and logged before it. That
+costs nothing (eight bytes in a write the log makes anyway). It replaced an `applied_decree` file
+(layout.py) rewritten every prepare_list_capacity / 4 decrees with a write, two fsyncs and a
+rename: on onebox under YCSB A those were a quarter of the disk's flushes and held the log's group
+commits back (A at 192 client tasks, three alternating runs each: 24,300-25,700 -> 27,400-28,500
+ops/s, update p99 22.0-23.0 -> 19.3-19.7 ms). The file is still written where the store is
+flushed, closed or replaced, and recovery takes the larger of the two.
 
 Reads: `applied_through(decree)` / `wait_applied(decree)` let the server hold a read until every
 apply handed out before it was admitted has reached the store (ready.py `check_read`);
 `read_if_ready(request)` serves a point read at once when nothing is outstanding (the usual case).
 
-Recovery (`open(fresh=False)`): open the store (at its last flushed decree S), open the log, re-apply
-the committed log records up to the recorded applied decree (layout.py says why that is safe and
-needed), then give the core what is left: the store's decree and the log records after it, trimmed
-to what its prepare list can hold, and the highest ballot ever durable here: the larger of the
-recorded `max_ballot` and the log's (the records of that ballot may have been collected), so the
-core never accepts a ballot the log already moved past.
+Recovery (`open(fresh=False)`): open the store (at its last flushed decree S), open the log,
+re-apply the committed log records up to the recorded commit point (the larger of the log's and
+the `applied_decree` file's; layout.py says why that is safe and needed), then give the core what
+is left: the store's decree and the log records after it, trimmed to what its prepare list can
+hold, and the highest ballot ever durable here: the larger of the recorded `max_ballot` and the
+log's (the records of that ballot may have been collected), so the core never accepts a ballot the
+log already moved past.
 
 A failure of the log or the store (StorageError, a refused append) ends this replica's usefulness:
 the host is told once (the core becomes ERROR) and waiting clients get STORAGE.
@@ -119,8 +123,6 @@ class RuntimeSettings:
     store_options: StoreOptions
     # The core's prepare list capacity: recovery hands it at most this many records after its decree.
     prepare_list_capacity: int
-    # Record the applied decree after this many newly applied decrees (layout.py).
-    record_applied_every: int
     # Bounds of one persist batch (kept below the log's own pending bounds, see the module doc).
     max_persist_batch_records: int = 1024
     max_persist_batch_bytes: int = 16 * 1024 * 1024
@@ -131,7 +133,6 @@ class RuntimeSettings:
 
     def __post_init__(self) -> None:
         invariant(self.prepare_list_capacity >= 1, "prepare_list_capacity must be positive")
-        invariant(self.record_applied_every >= 1, "record_applied_every must be positive")
         invariant(
             self.max_persist_batch_records * 2 <= self.log_options.max_pending_records,
             "a persist batch must stay below the log's pending record bound",
@@ -149,7 +150,7 @@ class Recovered:
     last_committed_decree: int
     log: list[Mutation]
     log_start_decree: int
-    reapplied: int  # log records re-applied to the store because the applied decree recorded them
+    reapplied: int  # log records re-applied to the store because the recorded commit point covers them
     # The highest ballot of any mutation ever durable in the log, collected records included
     # (load_replica's `ballot`).
     ballot: int
@@ -218,13 +219,11 @@ class ReplicaRuntime:
         # The store job running in a worker thread (later jobs wait for it), if any.
         self._store_task: asyncio.Task[None] | None = None
         self._applied_file = AppliedDecreeFile(paths)
-        self._applied_record: asyncio.Future[None] | None = None  # the record in a thread, if any
         self._store_stopped = False  # close() took the store away: no job starts any more
         self._apply_handed_decree = 0  # highest decree handed to apply
         self._applied_decree = 0  # highest decree the store has applied (seen from the loop)
         self._applied_waiters: list[tuple[int, int, asyncio.Future[None]]] = []
         self._waiter_seq = itertools.count()
-        self._recorded_applied = 0
         self._failure: str | None = None
         self._closing = False
         self.applied_mutations = 0  # counters for operators and tests
@@ -316,7 +315,6 @@ class ReplicaRuntime:
         )
         self._applied_decree = self._store.last_applied_decree
         if fresh:
-            self._recorded_applied = 0
             self._recorded_ballot = 0
             return Recovered(last_committed_decree=0, log=[], log_start_decree=1, reapplied=0, ballot=0)
         return await self._recover()
@@ -324,7 +322,8 @@ class ReplicaRuntime:
     async def _recover(self) -> Recovered:
         store = self.store
         log = self.log
-        recorded = await self._in_thread(read_applied_decree, self.paths)
+        # Both vouch that every decree up to them was committed here (module doc).
+        recorded = max(await self._in_thread(read_applied_decree, self.paths), log.replayed_commit_point)
         recorded_ballot = await self._in_thread(read_max_ballot, self.paths)
         ballot = max(recorded_ballot, log.max_ballot)
         if ballot > recorded_ballot:
@@ -354,7 +353,6 @@ class ReplicaRuntime:
             reapplied += await self._reapply(reapply)
         committed = store.last_applied_decree
         self._applied_decree = committed
-        self._recorded_applied = recorded
         first = log.first_decree
         log_start = first if first else committed + 1
         if reapplied:
@@ -387,7 +385,9 @@ class ReplicaRuntime:
     def persist(self, mutations: Sequence[Mutation]) -> None:
         if not mutations or self._failure is not None or self._closing:
             return
-        self._persist_queue.extend([encode_for_log(mutation) for mutation in mutations])
+        # Each record vouches for the decrees handed to apply so far (module doc).
+        committed = self._apply_handed_decree
+        self._persist_queue.extend([encode_for_log(mutation, committed) for mutation in mutations])
         self._persisted_count += len(mutations)
         self._submit_queued()
 
@@ -577,7 +577,6 @@ class ReplicaRuntime:
             # The rest of the batch, and everything queued after it, waits for a worker thread.
             self._store_jobs.appendleft(_ThreadApplyJob(batch[len(replies) :]))
             logger.info("%s: RocksDB would stall a write: applying in a worker thread", self.gpid)
-        self._maybe_record_applied()
 
     async def _apply_in_thread(self, batch: list[Apply]) -> None:
         store = self.store
@@ -595,8 +594,6 @@ class ReplicaRuntime:
         self._answer_applied(batch, replies)
         if error is not None:
             self._refuse_unapplied(batch[len(replies) :], error)
-            return
-        self._maybe_record_applied()
 
     def _answer_applied(self, batch: list[Apply], replies: list[list[Message]]) -> None:
         answer_writes = self._host.answer_writes
@@ -614,36 +611,6 @@ class ReplicaRuntime:
                 self._host.refuse_write(token, ErrorCode.STORAGE, str(error))
         self._fail(f"apply failed: {error}")
 
-    def _maybe_record_applied(self) -> None:
-        """Record the applied decree (layout.py) every record_applied_every decrees, in a worker
-        thread, while the applies go on (see the module doc)."""
-        applied = self._applied_decree
-        if (
-            self._applied_record is not None
-            or self._closing
-            or applied - self._recorded_applied < self.settings.record_applied_every
-        ):
-            return
-        record = self._in_thread(self._applied_file.record, applied)
-        self._applied_record = record
-        record.add_done_callback(functools.partial(self._applied_recorded, applied))
-
-    def _applied_recorded(self, decree: int, record: asyncio.Future[None]) -> None:
-        self._applied_record = None
-        error = None if record.cancelled() else record.exception()
-        if record.cancelled() or error is not None:
-            if not self._closing:  # the applies went through; the replica cannot go on
-                self._fail(f"recording the applied decree failed: {error}")
-            return
-        self._recorded_applied = max(self._recorded_applied, decree)
-
-    async def _applied_record_settled(self) -> None:
-        """Wait for the record in a worker thread, if any (without cancelling it: the thread would
-        go on writing the file anyway)."""
-        record = self._applied_record
-        if record is not None:
-            await asyncio.wait({record})
-
     async def _run_call(self, job: _CallJob) -> None:
         store = self.store
         try:
@@ -658,7 +625,6 @@ class ReplicaRuntime:
             job.done.set_result(result)
 
     async def _run_install(self, job: _InstallJob) -> None:
-        await self._applied_record_settled()  # it must not write a decree of the replaced store
         old_store = self.store
         paths = self.paths
         options = self.settings.store_options
@@ -696,7 +662,6 @@ class ReplicaRuntime:
             return
         self._applied_decree = job.checkpoint_decree
         self._apply_handed_decree = job.checkpoint_decree
-        self._recorded_applied = job.checkpoint_decree
         logger.info("%s: installed a checkpoint at decree %d", self.gpid, job.checkpoint_decree)
         if not job.done.done():
             job.done.set_result(None)
@@ -856,7 +821,6 @@ class ReplicaRuntime:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
         self._abandon(ErrorCode.SHUTTING_DOWN, "the replica is closing")
-        await self._applied_record_settled()
         await self._close_files()
 
     async def _close_files(self) -> None:

@@ -192,7 +192,6 @@ class ReplicaServer:
             ),
             store_options=config.store_options(),
             prepare_list_capacity=options.prepare_list_capacity,
-            record_applied_every=max(1, options.prepare_list_capacity // 4),
         )
         self._waiters = WriteWaiters(config.max_waiting_writes)
         # Client writes that arrived in this pass of the event loop, per partition, handed to the core
