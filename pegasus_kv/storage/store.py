@@ -73,6 +73,8 @@ class PartitionStore:
         self._options = options
         self._clock = clock
         self._write_lock = threading.Lock()
+        # Held for a whole flush, which runs beside applies (flush): close takes it first.
+        self._flush_lock = threading.Lock()
         self._closed = False
         # The apply state (layout.py), kept as two ints: apply() updates them on every mutation.
         self._applied_decree = apply_state.decree
@@ -200,12 +202,19 @@ class PartitionStore:
     # --- durability ---------------------------------------------------------------------------
 
     def flush(self) -> int:
-        """Make everything applied durable; returns the decree that now is."""
-        with self._write_lock:
-            self._ensure_open()
+        """Make everything applied so far durable; returns the decree that now is.
+
+        Applies may go on meanwhile from another thread: RocksDB switches the memtable when the
+        flush starts and writes every write made before it, so the decree read first is durable
+        once the flush returns. Only close waits for a flush in progress."""
+        with self._flush_lock:
+            with self._write_lock:
+                self._ensure_open()
+                decree = self._applied_decree
             self._engine.flush()
-            self._last_durable_decree = self._applied_decree
-            return self._last_durable_decree
+            with self._write_lock:
+                self._last_durable_decree = max(self._last_durable_decree, decree)
+            return decree
 
     def checkpoint(self, dest_dir: str) -> int:
         """Write a consistent copy of the store into `dest_dir` (must not exist; its parent
@@ -219,7 +228,7 @@ class PartitionStore:
 
     def close(self) -> None:
         """Flush and close; later calls raise ShuttingDownError. Closing twice is harmless."""
-        with self._write_lock:
+        with self._flush_lock, self._write_lock:
             if self._closed:
                 return
             self._closed = True

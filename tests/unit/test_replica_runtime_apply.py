@@ -160,6 +160,63 @@ def test_each_logged_record_vouches_for_the_decrees_handed_to_apply_before_it(tm
     run(story)
 
 
+def test_applies_go_on_while_the_store_flushes_and_later_store_jobs_and_close_wait_for_it(
+    tmp_path: Path,
+) -> None:
+    release = threading.Event()
+    started = threading.Event()
+    real_flush = PartitionStore.flush
+
+    def slow_flush(store: PartitionStore) -> int:
+        started.set()
+        release.wait(10.0)  # a memtable flush takes its time
+        return real_flush(store)
+
+    async def story() -> None:
+        executor = ThreadPoolExecutor(2)
+        paths = ReplicaPaths(tmp_path, GPID)
+        host = AnsweringHost()
+        runtime = ReplicaRuntime(GPID, paths, settings(), host, executor=executor, log_executor=executor)
+        await runtime.open(fresh=True)
+        loop = asyncio.get_running_loop()
+        runtime.apply([committed(1), committed(2)])
+        flushing = asyncio.ensure_future(runtime.flush_and_collect(keep_from_decree=1))
+        await loop.run_in_executor(None, started.wait, 10.0)
+        # The flush is in its thread: applies are answered at once all the same.
+        runtime.apply([committed(3), committed(4)])
+        assert runtime.applied_through(4)
+        assert [token for token, _ in host.answers] == [101, 102, 103, 104]
+        # A job that needs the store to itself waits for the flush.
+        later_job = asyncio.ensure_future(runtime.call_store(lambda store: store.last_applied_decree))
+        await asyncio.sleep(0.05)
+        assert not later_job.done() and not flushing.done()
+        release.set()
+        await flushing
+        assert await later_job == 4
+        assert read_applied_decree(paths) == 4  # the flush recorded where the store stood
+
+        # Close waits for a flush in progress rather than closing the store under it.
+        release.clear()
+        started.clear()
+        runtime.apply([committed(5)])
+        flushing = asyncio.ensure_future(runtime.flush_and_collect(keep_from_decree=1))
+        await loop.run_in_executor(None, started.wait, 10.0)
+        closing = asyncio.ensure_future(runtime.close(drain_s=1.0))
+        await asyncio.sleep(0.05)
+        assert not closing.done()
+        release.set()
+        await closing
+        with pytest.raises(ShuttingDownError):  # flushed, but the log is closed: nothing collected
+            await flushing
+        assert read_applied_decree(paths) == 5
+        assert host.failures == []
+        executor.shutdown()
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(PartitionStore, "flush", slow_flush)
+        run(story)
+
+
 def test_the_applied_decree_file_only_moves_forward_unless_reset(tmp_path: Path) -> None:
     paths = ReplicaPaths(tmp_path, GPID)
     paths.root.mkdir(parents=True)

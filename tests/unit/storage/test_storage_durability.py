@@ -122,6 +122,50 @@ def test_after_a_crash_the_decree_matches_the_data_rocksdb_flushed_on_its_own(
     store.close()
 
 
+FLUSHING_WHILE_APPLYING = textwrap.dedent(
+    """
+    import os, sys, threading
+    sys.path[:0] = [{repo_root!r}]
+    from tests.unit.storage.storage_fixtures import FakeClock, Writer, apply_story
+    from pegasus_kv.storage import PartitionStore
+
+    clock = FakeClock()
+    store = PartitionStore.open({path!r}, clock=clock)
+    writer = Writer(store, clock)
+    apply_story(writer, 50)
+    stop = threading.Event()
+
+    def keep_applying():
+        while not stop.is_set():
+            apply_story(writer, 1)
+
+    applier = threading.Thread(target=keep_applying, daemon=True)
+    applier.start()
+    flushed = store.flush()  # the replica runtime flushes beside its applies
+    print(flushed, flush=True)
+    os._exit(0)  # a crash while the applies go on: no close, no flush
+    """
+)
+
+
+def test_a_flush_beside_applies_makes_the_decree_it_returns_durable(tmp_path: Path, clock: FakeClock) -> None:
+    path = str(tmp_path / "replica")
+    repo_root = str(Path(__file__).resolve().parents[3])
+    script = FLUSHING_WHILE_APPLYING.format(repo_root=repo_root, path=path)
+    done = subprocess.run(
+        [sys.executable, "-c", script], check=True, timeout=60, capture_output=True, text=True
+    )
+    flushed = int(done.stdout.strip())
+    assert flushed >= 50
+
+    store = PartitionStore.open(path, clock=clock)
+    # What the flush returned survived the crash, and the data matches whatever decree it stands at.
+    decree = store.last_applied_decree
+    assert decree >= flushed
+    assert_story_at(store, decree)
+    store.close()
+
+
 def test_a_checkpoint_holds_exactly_the_data_at_its_decree(tmp_path: Path, clock: FakeClock) -> None:
     store = PartitionStore.open(str(tmp_path / "replica"), clock=clock)
     writer = Writer(store, clock)
