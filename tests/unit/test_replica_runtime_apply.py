@@ -72,6 +72,17 @@ def committed(decree: int) -> Apply:
     return Apply(mutation, (100 + decree,))
 
 
+async def open_runtime(
+    tmp_path: Path, executor: ThreadPoolExecutor
+) -> tuple[ReplicaPaths, AnsweringHost, ReplicaRuntime]:
+    """A fresh replica runtime in tmp_path, open, with a host that records the answers."""
+    paths = ReplicaPaths(tmp_path, GPID)
+    host = AnsweringHost()
+    runtime = ReplicaRuntime(GPID, paths, settings(), host, executor=executor, log_executor=executor)
+    await runtime.open(fresh=True)
+    return paths, host, runtime
+
+
 def test_a_committed_mutation_is_applied_and_answered_before_apply_returns(tmp_path: Path) -> None:
     async def story() -> None:
         executor = ThreadPoolExecutor(2)
@@ -134,10 +145,7 @@ def test_a_write_rocksdb_would_stall_goes_to_a_worker_thread_and_later_ones_wait
 def test_each_logged_record_vouches_for_the_decrees_handed_to_apply_before_it(tmp_path: Path) -> None:
     async def story() -> None:
         executor = ThreadPoolExecutor(2)
-        paths = ReplicaPaths(tmp_path, GPID)
-        host = AnsweringHost()
-        runtime = ReplicaRuntime(GPID, paths, settings(), host, executor=executor, log_executor=executor)
-        await runtime.open(fresh=True)
+        paths, host, runtime = await open_runtime(tmp_path, executor)
         # As a replica runs: each mutation is logged when prepared, applied once committed.
         for decree in (1, 2, 3):
             runtime.persist([committed(decree).mutation])
@@ -174,10 +182,7 @@ def test_applies_go_on_while_the_store_flushes_and_later_store_jobs_and_close_wa
 
     async def story() -> None:
         executor = ThreadPoolExecutor(2)
-        paths = ReplicaPaths(tmp_path, GPID)
-        host = AnsweringHost()
-        runtime = ReplicaRuntime(GPID, paths, settings(), host, executor=executor, log_executor=executor)
-        await runtime.open(fresh=True)
+        paths, host, runtime = await open_runtime(tmp_path, executor)
         loop = asyncio.get_running_loop()
         runtime.apply([committed(1), committed(2)])
         flushing = asyncio.ensure_future(runtime.flush_and_collect(keep_from_decree=1))

@@ -67,7 +67,7 @@ import logging
 import shutil
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
-from typing import Protocol, TypeVar
+from typing import Protocol, TypeVar, cast
 
 from pegasus_kv.core.errors import (
     BusyError,
@@ -168,10 +168,8 @@ class _CallJob:
 
 
 @dataclasses.dataclass(slots=True)
-class _FlushJob:
-    """A store flush (with the applied decree record) that applies need not wait for."""
-
-    done: asyncio.Future[int]
+class _FlushJob(_CallJob):
+    """A store flush (with the applied decree record): applies need not wait for it."""
 
 
 @dataclasses.dataclass(slots=True)
@@ -554,9 +552,9 @@ class ReplicaRuntime:
                 return  # this job has the store to itself: it waits for the flush beside
             jobs.popleft()
             if isinstance(job, _FlushJob):
-                beside = self._loop.create_task(self._run_flush(job), name=f"{self} flush")
+                beside = self._loop.create_task(self._run_call(job), name=f"{self} flush")
                 self._beside_task = beside
-                beside.add_done_callback(self._beside_job_done)
+                beside.add_done_callback(self._store_job_done)
                 continue
             if isinstance(job, _CallJob):
                 work = self._run_call(job)
@@ -568,17 +566,11 @@ class ReplicaRuntime:
             self._store_task = task
             task.add_done_callback(self._store_job_done)
 
-    def _beside_job_done(self, task: asyncio.Task[None]) -> None:
-        if self._beside_task is task:
-            self._beside_task = None
-        if not task.cancelled() and (error := task.exception()) is not None:
-            self._fail(f"store flush failed: {error!r}")
-            return
-        self._run_store_jobs()
-
     def _store_job_done(self, task: asyncio.Task[None]) -> None:
         if self._store_task is task:
             self._store_task = None
+        elif self._beside_task is task:
+            self._beside_task = None
         if not task.cancelled() and (error := task.exception()) is not None:
             self._fail(f"store job failed: {error!r}")
             return
@@ -652,27 +644,6 @@ class ReplicaRuntime:
             return
         if not job.done.done():
             job.done.set_result(result)
-
-    async def _run_flush(self, job: _FlushJob) -> None:
-        store = self.store
-        applied_file = self._applied_file
-
-        def flush() -> int:
-            durable = store.flush()
-            # Every applied decree was committed here (layout.py); the store may be past `durable`.
-            applied_file.record(max(durable, store.last_applied_decree))
-            return durable
-
-        try:
-            durable = await self._in_thread(flush)
-        except BaseException as exc:
-            if not job.done.done():
-                job.done.set_exception(exc)
-            if isinstance(exc, asyncio.CancelledError):
-                raise
-            return
-        if not job.done.done():
-            job.done.set_result(durable)
 
     async def _run_install(self, job: _InstallJob) -> None:
         old_store = self.store
@@ -790,10 +761,18 @@ class ReplicaRuntime:
         flushed decree + 1 and keep_from_decree. Returns the log's first decree after (0: empty).
         Applies go on while the store flushes (module doc, point 3)."""
         self._check_usable()
-        done: asyncio.Future[int] = self._loop.create_future()
-        self._store_jobs.append(_FlushJob(done))
+        applied_file = self._applied_file
+
+        def flush(store: PartitionStore) -> int:
+            durable = store.flush()
+            # Every applied decree was committed here (layout.py); the store may be past `durable`.
+            applied_file.record(max(durable, store.last_applied_decree))
+            return durable
+
+        done: asyncio.Future[object] = self._loop.create_future()
+        self._store_jobs.append(_FlushJob(flush, done))
         self._run_store_jobs()
-        durable = await done
+        durable = cast(int, await done)  # what flush() returned
         self._check_usable()  # it may have closed while the flush ran
         log = self.log
         below = min(durable + 1, keep_from_decree)
