@@ -161,8 +161,13 @@ def test_every_command_on_a_real_cluster(meta_address: str) -> None:
         assert (await s.json("clear_app_envs -p manual_compact"))["envs"] == {"replica.note": "made_by_shell"}
         assert (await s.json("clear_app_envs --all"))["envs"] == {}
 
-        # Moving replicas by hand: a role switch through balance, a refused proposal.
-        config = app["partitions"][0]
+        # Moving replicas by hand: a role switch through balance, a refused proposal. `create` is
+        # ready once every partition has a primary; on a busy machine the secondaries come later.
+        async def first_partition_healthy() -> bool:
+            return bool((await s.json("app shelltab -d"))["partitions"][0]["health"] == "healthy")
+
+        await wait_for(first_partition_healthy, "partition 0 to have its secondaries")
+        config = (await s.json("app shelltab -d"))["partitions"][0]
         gpid = f"{app['app_id']}.0"
         old_primary, new_primary = config["primary"], config["secondaries"][0]
         moved = await s.json(f"balance -g {gpid} -p move_pri -f {old_primary} -t {new_primary}")
