@@ -40,8 +40,13 @@ class Deadlines:
         self._ticks: dict[int, dict[int, float]] = {}
         self._timers: dict[int, asyncio.TimerHandle] = {}
 
-    def add(self, key: int, timeout_s: float) -> int:
-        """Register a deadline timeout_s from now; returns the tick to pass to `discard`."""
+    def add(self, key: int, timeout_s: float) -> dict[int, float]:
+        """Register a deadline timeout_s from now; returns its tick's entries, to pass to `discard`.
+
+        A caller on a hot path may forget the deadline itself with `entries.pop(key, None)`, which
+        is all `discard` does: no Python frame and no lookup of the tick (once per client call).
+        Popping from the entries of a tick that already fired is harmless: they are no longer read.
+        """
         deadline = self._loop.time() + timeout_s
         tick = math.ceil(deadline / self._tick_s)
         if tick * self._tick_s < deadline:  # the division rounded down by an ulp
@@ -51,13 +56,11 @@ class Deadlines:
             keys = self._ticks[tick] = {}
             self._timers[tick] = self._loop.call_at(tick * self._tick_s, self._fire, tick)
         keys[key] = timeout_s
-        return tick
+        return keys
 
-    def discard(self, key: int, tick: int) -> None:
+    def discard(self, key: int, entries: dict[int, float]) -> None:
         """The call finished (or expired): forget its deadline. Unknown keys are ignored."""
-        keys = self._ticks.get(tick)
-        if keys is not None:
-            keys.pop(key, None)
+        entries.pop(key, None)
 
     @property
     def armed_timers(self) -> int:
