@@ -198,9 +198,9 @@ class ScrambledZipfianGenerator:
             item = 1
         else:
             eta = self._eta
-            item = min(
-                int(SCRAMBLED_ITEM_COUNT * (eta * u - eta + 1.0) ** self._alpha), SCRAMBLED_ITEM_COUNT - 1
-            )
+            item = int(SCRAMBLED_ITEM_COUNT * (eta * u - eta + 1.0) ** self._alpha)
+            if item >= SCRAMBLED_ITEM_COUNT:  # min(item, SCRAMBLED_ITEM_COUNT - 1), without a call
+                item = SCRAMBLED_ITEM_COUNT - 1
         if item >= SCRAMBLED_MEMO_ITEMS:
             return self.lower + fnv_hash64(item) % self.item_count
         key = self._memo.get(item)

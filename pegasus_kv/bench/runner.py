@@ -177,6 +177,13 @@ class _Worker:
         rng = self.rng
         next_key = self._next_key
         mix = self.workload.mix
+        # Read once, not per operation (attributes of self are dict lookups).
+        only_operation = self._only_operation
+        read_one_field = self.config.read_one_field
+        getrandbits = self._getrandbits
+        value_bits = self._value_bits
+        value_bytes = self._value_bytes
+        histograms = self.histograms
         while True:
             if budget is not None:
                 if budget[0] <= 0:
@@ -184,7 +191,7 @@ class _Worker:
                 budget[0] -= 1
             elif end is not None and perf_counter() >= end:
                 return
-            operation = self._only_operation
+            operation = only_operation
             if operation is None:  # choose_operation(self.workload, rng), inlined
                 draw = rng.random()
                 for choice, share in mix:
@@ -204,13 +211,13 @@ class _Worker:
             call: Awaitable[Any]
             if operation is _OP_READ:
                 name = _READ
-                if self.config.read_one_field:
+                if read_one_field:
                     call = table.get(hash_key, field, timeout=OPERATION_TIMEOUT_S)
                 else:
                     call = table.multi_get(hash_key, fields, timeout=OPERATION_TIMEOUT_S)
             elif operation is _OP_UPDATE:
                 name = _UPDATE
-                value = self._getrandbits(self._value_bits).to_bytes(self._value_bytes, "little")  # value()
+                value = getrandbits(value_bits).to_bytes(value_bytes, "little")  # value()
                 call = table.set(hash_key, field, value, timeout=OPERATION_TIMEOUT_S)
             elif operation is _OP_SCAN:
                 name = _SCAN
@@ -227,9 +234,9 @@ class _Worker:
                 continue
             if self.recording:  # _succeeded(name, start_ns), inlined
                 latency_us = (perf_counter_ns() - start_ns) // 1000
-                histogram = self.histograms.get(name)
+                histogram = histograms.get(name)
                 if histogram is None:
-                    histogram = self.histograms[name] = LatencyHistogram()
+                    histogram = histograms[name] = LatencyHistogram()
                 histogram.record(latency_us)
                 self.measured_ops += 1
 

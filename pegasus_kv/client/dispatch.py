@@ -10,6 +10,7 @@ depends on what happened before.
 from __future__ import annotations
 
 from collections.abc import Callable
+from time import monotonic
 from typing import NoReturn, TypeVar
 
 from pegasus_kv.client.retry import (
@@ -91,8 +92,15 @@ async def call_partition(
     follow_ups = 0
     while True:
         route = routes.current
-        # partition_of(), inlined: once per call
-        index = route.partition_of(target[0], target[1]) if isinstance(target, tuple) else target(route)
+        # partition_of(), inlined with the route's memo of routing keys (TableRoute.partition_of
+        # hashes on a miss): once per call.
+        if isinstance(target, tuple):
+            hash_key, sort_key = target
+            index = route._partitions.get(hash_key or sort_key)  # the routing key key_hash hashes
+            if index is None:
+                index = route.partition_of(hash_key, sort_key)
+        else:
+            index = target(route)
         if not 0 <= index < route.partition_count:  # checked on every call: format only on failure
             invariant(False, f"{describe(what, routes)}: located partition {index} out of range")
         config = route.configs[index]
@@ -107,16 +115,28 @@ async def call_partition(
             # same checks in the same order and the same failures, one coroutine frame less per call.
             if session._closed:  # not the property: once per call
                 raise ShuttingDownError("the client is closed")
-            try:
-                timeout_s = deadline.attempt_timeout_s(session.options.attempt_timeout_s)
-            except PegasusTimeoutError as exc:
-                raise AttemptFailed(exc, maybe_applied=False) from exc
+            # deadline.attempt_timeout_s(), inlined for a call with time left and no cap per attempt
+            # (the client's default); the method otherwise, which raises when the time ran out.
+            cap_s = session.options.attempt_timeout_s
+            timeout_s = deadline.at - monotonic()
+            if timeout_s <= 0 or cap_s is not None:
+                try:
+                    timeout_s = deadline.attempt_timeout_s(cap_s)
+                except PegasusTimeoutError as exc:
+                    raise AttemptFailed(exc, maybe_applied=False) from exc
             connection = session.pool.live(primary)
             if connection is None:  # dials: the whole attempt
                 reply = await session.attempt(primary, request, gpid=config.gpid, deadline=deadline)
             else:
+                # connection.call(), inlined: its future awaited here, one coroutine less per call.
                 try:
-                    reply = await connection.call(request, gpid=config.gpid, timeout_s=timeout_s)
+                    future, request_id, entries = connection.start_call(request, config.gpid, timeout_s)
+                    try:
+                        reply = await future
+                    except BaseException:
+                        connection.abandon_call(request_id, entries)
+                        raise
+                    entries.pop(request_id, None)  # the reply came: forget its deadline
                 except PegasusError as exc:
                     session.ensure_open()
                     raise AttemptFailed(exc, maybe_applied=True) from exc

@@ -11,6 +11,7 @@ import asyncio
 import logging
 import math
 from collections.abc import Coroutine
+from time import monotonic
 from typing import Any, TypeVar
 
 from pegasus_kv.client.options import ClientOptions, check_timeout_s
@@ -25,6 +26,8 @@ logger = logging.getLogger(__name__)
 
 R = TypeVar("R", bound=Message)
 T = TypeVar("T")
+
+_new_object = object.__new__
 
 # Background tasks of one client at a time (configuration refreshes, one per open table at most).
 MAX_BACKGROUND_TASKS = 4096
@@ -72,7 +75,13 @@ class ClientSession:
             return Deadline(self.options.timeout_s)
         if not (type(timeout) is float and 0.0 < timeout < math.inf):  # else the full check
             check_timeout_s("timeout", timeout)
-        return Deadline(timeout)
+            return Deadline(timeout)
+        # Deadline(timeout), its __init__ inlined (once per call: a class's Python __init__ is a
+        # call from C, which the interpreter cannot inline).
+        deadline = _new_object(Deadline)
+        deadline.timeout_s = timeout
+        deadline.at = monotonic() + timeout
+        return deadline
 
     async def attempt(
         self, address: str, request: Message, *, gpid: Gpid | None, deadline: Deadline

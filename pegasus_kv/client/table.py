@@ -240,7 +240,8 @@ class Table:
             require_bytes("hash_key", hash_key)  # the checks that name the culprit
             require_bytes("sort_key", sort_key)
             require_bytes("value", value)
-        request = SetRequest(hash_key, sort_key, value, require_int("ttl", ttl))
+        # require_int("ttl", ttl) only when ttl is not an int (once per set).
+        request = SetRequest(hash_key, sort_key, value, ttl if type(ttl) is int else require_int("ttl", ttl))
         session = self._session
         deadline = session.deadline(timeout)
         # _write(), inlined with the validator validate_write would pick (set, get and multi_get are

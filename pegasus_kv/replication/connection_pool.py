@@ -147,7 +147,8 @@ class ConnectionPool:
     def live(self, address: str) -> Connection | None:
         """The open connection to `address` if there is one now (no dialling, no waiting)."""
         connection = self._connections.get(address)
-        if connection is None or connection.closed:
+        # Connection.closed, inlined: once per client call.
+        if connection is None or connection._closed_as is not None:
             return None
         return connection
 

@@ -16,12 +16,23 @@ from collections.abc import Callable
 from pegasus_kv.core.errors import InvalidArgumentError
 
 DEFAULT_TICK_S = 0.005
+_INFINITY = math.inf
 
 
 class Deadlines:
     """Deadlines of keyed calls; `on_expired(key, timeout_s)` runs for each one still registered."""
 
-    __slots__ = ("_loop", "_on_expired", "_tick_s", "_ticks", "_timers")
+    __slots__ = (
+        "_last_after",
+        "_last_keys",
+        "_last_tick",
+        "_last_until",
+        "_loop",
+        "_on_expired",
+        "_tick_s",
+        "_ticks",
+        "_timers",
+    )
 
     def __init__(
         self,
@@ -39,25 +50,43 @@ class Deadlines:
         # timer each time a tick empties and refills would cost what this class saves.
         self._ticks: dict[int, dict[int, float]] = {}
         self._timers: dict[int, asyncio.TimerHandle] = {}
+        # The tick the last add chose while it has not fired: a deadline in (after, until] goes
+        # there without the rounding and the lookup (calls made together share a tick).
+        self._last_tick = 0
+        self._last_after = _INFINITY
+        self._last_until = -_INFINITY
+        self._last_keys: dict[int, float] = {}
 
-    def add(self, key: int, timeout_s: float) -> int:
-        """Register a deadline timeout_s from now; returns the tick to pass to `discard`."""
+    def add(self, key: int, timeout_s: float) -> dict[int, float]:
+        """Register a deadline timeout_s from now; returns its tick's entries, to pass to `discard`.
+
+        A caller on a hot path may forget the deadline itself with `entries.pop(key, None)`, which
+        is all `discard` does: no Python frame and no lookup of the tick (once per client call).
+        Popping from the entries of a tick that already fired is harmless: they are no longer read.
+        """
         deadline = self._loop.time() + timeout_s
-        tick = math.ceil(deadline / self._tick_s)
-        if tick * self._tick_s < deadline:  # the division rounded down by an ulp
+        if self._last_after < deadline <= self._last_until:
+            last = self._last_keys
+            last[key] = timeout_s
+            return last
+        tick_s = self._tick_s
+        tick = math.ceil(deadline / tick_s)
+        if tick * tick_s < deadline:  # the division rounded down by an ulp
             tick += 1
         keys = self._ticks.get(tick)
         if keys is None:
             keys = self._ticks[tick] = {}
-            self._timers[tick] = self._loop.call_at(tick * self._tick_s, self._fire, tick)
+            self._timers[tick] = self._loop.call_at(tick * tick_s, self._fire, tick)
         keys[key] = timeout_s
-        return tick
+        self._last_tick = tick
+        self._last_after = (tick - 1) * tick_s
+        self._last_until = tick * tick_s
+        self._last_keys = keys
+        return keys
 
-    def discard(self, key: int, tick: int) -> None:
+    def discard(self, key: int, entries: dict[int, float]) -> None:
         """The call finished (or expired): forget its deadline. Unknown keys are ignored."""
-        keys = self._ticks.get(tick)
-        if keys is not None:
-            keys.pop(key, None)
+        entries.pop(key, None)
 
     @property
     def armed_timers(self) -> int:
@@ -69,8 +98,16 @@ class Deadlines:
             timer.cancel()
         self._timers.clear()
         self._ticks.clear()
+        self._forget_last()
+
+    def _forget_last(self) -> None:
+        self._last_after = _INFINITY
+        self._last_until = -_INFINITY
+        self._last_keys = {}
 
     def _fire(self, tick: int) -> None:
+        if tick == self._last_tick:  # a tick that fired takes no more deadlines
+            self._forget_last()
         self._timers.pop(tick, None)
         keys = self._ticks.pop(tick, None)
         if not keys:

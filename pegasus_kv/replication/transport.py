@@ -385,6 +385,25 @@ class Connection:
 
     async def call(self, message: Message, *, gpid: Gpid | None = None, timeout_s: float) -> Message:
         """Send a request and return its reply; raises the typed error of an ErrorReply."""
+        future, request_id, entries = self.start_call(message, gpid, timeout_s)
+        try:
+            reply = await future
+        except BaseException:
+            self.abandon_call(request_id, entries)
+            raise
+        # A reply: _data_received took the call out of _pending before completing its future.
+        entries.pop(request_id, None)  # Deadlines.discard, inlined
+        return reply
+
+    def start_call(
+        self, message: Message, gpid: Gpid | None, timeout_s: float
+    ) -> tuple[asyncio.Future[Message], int, dict[int, float]]:
+        """`call` without its coroutine: send (or queue) the request and return the future of its
+        reply, its request id and its deadline's entries. The caller awaits the future, and then
+        forgets the deadline (`entries.pop(request_id, None)`) once a reply came, or calls
+        `abandon_call` if the await raised. The client's call loop (client/dispatch.py) awaits the
+        future itself: one coroutine less per call (measured: ~0.7 us of the bench's ~18 per op).
+        Raises what `call` raises before anything is sent (closed, BusyError, CodecError)."""
         # The hot path of every client call and peer request: checks are inlined and fall back to
         # the helpers that format the error only when they fail.
         if not 0.0 < timeout_s < _INFINITY:
@@ -416,21 +435,17 @@ class Connection:
                 max_frame_bytes=self._max_frame_bytes,
             )
             self._enqueue(request_id, _Outgoing(frame, future, oneway=False))
-        deadlines = self._deadlines
-        tick = deadlines.add(request_id, timeout_s)
-        try:
-            reply = await future
-        except BaseException:
-            deadlines.discard(request_id, tick)
-            # Still here only if the caller was cancelled: give back its slot or its queue place.
-            if self._pending.pop(request_id, None) is not None or (
-                self._queue and self._queue.pop(request_id, None) is not None
-            ):
-                self._admit_queued()
-            raise
-        # A reply: _data_received took the call out of _pending before completing its future.
-        deadlines.discard(request_id, tick)
-        return reply
+        return future, request_id, self._deadlines.add(request_id, timeout_s)
+
+    def abandon_call(self, request_id: int, entries: dict[int, float]) -> None:
+        """The await of a started call raised: forget its deadline and, if the caller was cancelled
+        (a reply, a timeout or a lost connection took the call out already), give back its slot or
+        its queue place."""
+        entries.pop(request_id, None)
+        if self._pending.pop(request_id, None) is not None or (
+            self._queue and self._queue.pop(request_id, None) is not None
+        ):
+            self._admit_queued()
 
     async def send_oneway(self, message: Message, *, gpid: Gpid | None = None, timeout_s: float) -> None:
         """Send a message that gets no reply; returns once it is handed to the connection.
@@ -452,11 +467,11 @@ class Connection:
             return
         future: asyncio.Future[None] = self._loop.create_future()
         self._enqueue(request_id, _Outgoing(frame, future, oneway=True))
-        tick = self._deadlines.add(request_id, timeout_s)
+        entries = self._deadlines.add(request_id, timeout_s)
         try:
             await future
         finally:
-            self._deadlines.discard(request_id, tick)
+            entries.pop(request_id, None)  # Deadlines.discard
             if self._queue.pop(request_id, None) is not None:
                 self._admit_queued()
 
