@@ -64,13 +64,39 @@ class PendingReply:
         return self._done
 
     def set_result(self, reply: Message, /) -> None:
-        # _complete, inlined: every client write is answered here (a call less per write).
+        # _complete and the connection's _pending_done for a reply, inlined: every client write is
+        # answered here (two calls less per write; keep the three in step).
         if self._done:
             raise asyncio.InvalidStateError("the reply was given already")
         self._done = True
         self._reply = reply
-        if self._connection is not None:
-            self._connection._pending_done(self)
+        connection = self._connection
+        if connection is None:
+            return
+        connection._in_flight -= 1
+        request = self._request
+        if connection._in_flight < 0 or request is None:
+            invariant(False, "more handlers finished than started")
+        assert request is not None
+        if connection._closed:
+            return
+        try:
+            if reply is not None and request.kind is _REQUEST:
+                try:
+                    connection._writer.write_message(
+                        reply, request.request_id, _RESPONSE, request.gpid, connection._max_frame_bytes
+                    )
+                except CodecError as exc:
+                    connection._send_unencodable(request, exc)
+            else:
+                connection._finish(request, reply)
+        except Exception:  # a bug here must not break the caller's loop over its waiting writes
+            logger.exception(
+                "%s: answering a request from %s failed", connection._server.name, connection.peer
+            )
+        if connection._reading_paused:
+            # Resuming may dispatch buffered requests: not from inside the caller.
+            connection._loop.call_soon(connection._maybe_resume_reading)
 
     def set_exception(self, error: BaseException, /) -> None:
         self._complete(None, error)
