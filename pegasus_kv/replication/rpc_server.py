@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-from collections.abc import Awaitable, Callable, Generator
+from collections.abc import Awaitable, Callable, Generator, Mapping
 from dataclasses import dataclass
 from typing import cast
 
@@ -155,10 +155,14 @@ class RpcServer:
         *,
         limits: ServerLimits | None = None,
         name: str = "rpc",
+        routes: Mapping[type[Message], RequestHandler] | None = None,
     ) -> None:
+        """`routes`: message type -> the handler of that type's requests, called instead of
+        `handler` (a server's hot request kinds skip a dispatching handler: a call less each)."""
         if not 0 <= port < 65536:
             raise InvalidArgumentError(f"port {port} is out of range")
         self.handler = handler
+        self.routes: dict[type[Message], RequestHandler] = dict(routes or {})
         self.host = host
         self.name = name
         self.limits = limits or ServerLimits()
@@ -272,6 +276,7 @@ class _ServerConnection(asyncio.Protocol):
     def __init__(self, server: RpcServer) -> None:
         self._server = server
         self._handler = server.handler
+        self._route = server.routes.get
         self._loop = asyncio.get_running_loop()
         limits = server.limits
         self._max_in_flight = limits.max_in_flight_per_connection
@@ -370,7 +375,8 @@ class _ServerConnection(asyncio.Protocol):
     def _feed(self, data: bytes) -> bool:
         """Dispatch the whole frames now buffered; True if it stopped at a bound with frames left."""
         # iter_feed is a generator: closing it early keeps the frames not yet taken in the decoder.
-        frames = cast(Generator[Decoded, None, None], self._decoder.iter_feed(data))
+        # (Annotated, not cast(): typing.cast is a Python call, here once per read of the socket.)
+        frames: Generator[Decoded, None, None] = self._decoder.iter_feed(data)  # type: ignore[assignment]
         try:
             for decoded in frames:
                 self._dispatch(decoded)
@@ -409,7 +415,7 @@ class _ServerConnection(asyncio.Protocol):
             )
             return
         try:
-            result = self._handler(request, self.peer)
+            result = (self._route(type(request.message)) or self._handler)(request, self.peer)
         except Exception as exc:
             self._fail(request, exc)
             return
