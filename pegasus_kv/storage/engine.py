@@ -1,6 +1,7 @@
 """The only module that talks to rocksdict: opening, point reads, batches, iterators, flush,
 checkpoints. RocksDB errors are translated here, once, into StorageError (or ShuttingDownError
-when the database was closed under a reader).
+when the database was closed under a reader); `get_untranslated` alone leaves that to its caller
+(PartitionStore.read, which translates the same way around every read).
 
 Facts about rocksdict 0.3.29 (RocksDB 9.8.4) this module relies on, each checked by experiment:
 - raw mode stores bytes as they are (no pickling);
