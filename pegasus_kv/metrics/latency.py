@@ -18,7 +18,7 @@ series whose every label is OVERFLOW_LABEL.
 
 from __future__ import annotations
 
-import bisect
+from bisect import bisect_left
 from collections.abc import Iterator, Sequence
 
 from prometheus_client.core import HistogramMetricFamily, Metric
@@ -61,7 +61,7 @@ class LatencySeries:
 
     def observe(self, seconds: float) -> None:
         # bisect_left finds the first bound >= seconds: Prometheus buckets are "less or equal".
-        self.counts[bisect.bisect_left(self._bounds, seconds)] += 1
+        self.counts[bisect_left(self._bounds, seconds)] += 1
         self.sum_s += seconds
 
     @property

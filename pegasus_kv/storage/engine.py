@@ -1,6 +1,7 @@
 """The only module that talks to rocksdict: opening, point reads, batches, iterators, flush,
 checkpoints. RocksDB errors are translated here, once, into StorageError (or ShuttingDownError
-when the database was closed under a reader).
+when the database was closed under a reader); `get_untranslated` alone leaves that to its caller
+(PartitionStore.read, which translates the same way around every read).
 
 Facts about rocksdict 0.3.29 (RocksDB 9.8.4) this module relies on, each checked by experiment:
 - raw mode stores bytes as they are (no pickling);
@@ -101,6 +102,10 @@ class Engine:
         no_slowdown.disable_wal = True  # type: ignore[method-assign,assignment]
         no_slowdown.no_slowdown = True
         self._no_slowdown_options = no_slowdown
+        # get_untranslated(key) -> bytes | None: rocksdict's own get, for a caller that translates
+        # RocksDB's errors itself (PartitionStore.read, around every read): a Python call less per
+        # point read than `get`.
+        self.get_untranslated = db.get
 
     @classmethod
     def open(cls, path: str, *, write_buffer_bytes: int) -> Engine:

@@ -53,6 +53,9 @@ class Reader:
 
     def __init__(self, engine: Engine, options: StoreOptions, clock: Callable[[], float]) -> None:
         self._engine = engine
+        # For the point reads: its RocksDB errors are translated by PartitionStore.read, the one
+        # caller of this class.
+        self._get = engine.get_untranslated
         self._options = options
         self._clock = clock
 
@@ -64,7 +67,7 @@ class Reader:
     def get(self, request: GetRequest) -> GetResponse:
         hash_key = request.hash_key
         # schema.encode_key without its check: the request was validated (see the class doc).
-        raw = self._engine.get(_KEY_HEADER.pack(len(hash_key)) + hash_key + request.sort_key)
+        raw: bytes | None = self._get(_KEY_HEADER.pack(len(hash_key)) + hash_key + request.sort_key)
         if raw is None:
             return GetResponse(value=None)
         (expire_ts,) = _EXPIRE_TS.unpack_from(raw)
@@ -123,7 +126,7 @@ class Reader:
             # One field (a YCSB read): a point get. No limit can leave out the first record (both
             # caps are positive, StoreOptions), so they are not computed.
             sort_key = sort_keys[0]
-            raw = self._engine.get(prefix + sort_key)
+            raw: bytes | None = self._get(prefix + sort_key)
             if raw is None:
                 return MultiGetResponse(kvs=[], complete=True)
             (expire_ts,) = _EXPIRE_TS.unpack_from(raw)

@@ -1,6 +1,6 @@
-"""A replica server's admission of client reads (client_requests.admit_read): one pass that must
-answer exactly as validation, the partition check and the inline-or-thread choice do one after the
-other, for every read shape, good or bad."""
+"""A replica server's admission of client reads (client_requests.admit_read) and writes
+(admit_write): one pass that must answer exactly as validation, the partition check and (for reads)
+the inline-or-thread choice do one after the other, for every request shape, good or bad."""
 
 from __future__ import annotations
 
@@ -12,18 +12,27 @@ from pegasus_kv.core.ids import Gpid
 from pegasus_kv.core.messages import (
     BatchGetRequest,
     ClearScannerRequest,
+    DeleteRequest,
     FilterType,
     GetRequest,
     GetScannerRequest,
+    IncrRequest,
     MultiGetRequest,
+    MultiSetRequest,
     ScanRequest,
+    SetRequest,
     SortKeyCountRequest,
     TtlRequest,
 )
 from pegasus_kv.core.registry import Message
-from pegasus_kv.core.schema import MAX_HASH_KEY_BYTES
-from pegasus_kv.core.validation import MAX_KEYS_PER_REQUEST, validate_read
-from pegasus_kv.replication.replica.client_requests import admit_read, check_partition, reads_inline
+from pegasus_kv.core.schema import MAX_HASH_KEY_BYTES, MAX_WRITE_BYTES
+from pegasus_kv.core.validation import MAX_KEYS_PER_REQUEST, MAX_TTL_S, validate_read, validate_write
+from pegasus_kv.replication.replica.client_requests import (
+    admit_read,
+    admit_write,
+    check_partition,
+    reads_inline,
+)
 
 PARTITIONS = 8
 HOME = Gpid(3, partition_index(b"alice", b"", PARTITIONS))
@@ -94,3 +103,60 @@ def test_admitting_a_read_answers_as_the_three_checks_in_turn(
         assert type(got) is type(expected) and str(got) == str(expected)
     else:
         assert got == expected
+
+
+WRITES: list[Message] = [
+    SetRequest(b"alice", b"city", b"paris"),
+    SetRequest(b"bob", b"city", b"paris"),  # hashes elsewhere
+    SetRequest(b"", b"alice", b"v"),  # an empty hash key routes by the sort key
+    SetRequest(TOO_LONG, b"s", b"v"),
+    SetRequest(b"bob", b"s", b"v", ttl_s=-1),  # invalid AND elsewhere
+    SetRequest(b"alice", b"s", b"v", ttl_s=MAX_TTL_S + 1),
+    SetRequest(b"alice", b"s", b"v" * (MAX_WRITE_BYTES + 1)),
+    MultiSetRequest(b"alice", [(b"a", b"1")]),
+    MultiSetRequest(b"bob", [(b"a", b"1")]),
+    MultiSetRequest(b"alice", []),
+    DeleteRequest(b"alice", b"city"),
+    DeleteRequest(b"bob", b"city"),
+    IncrRequest(b"alice", b"n", 1),
+    IncrRequest(b"alice", b"n", 1 << 63),
+]
+
+
+def _write_one_check_after_the_other(
+    gpid: Gpid, request: Message, partition_count: int
+) -> PegasusError | None:
+    try:
+        validate_write(request)
+        check_partition(gpid, request, partition_count)
+    except PegasusError as error:
+        return error
+    return None
+
+
+def test_the_writes_of_the_story_cover_every_answer() -> None:
+    answers = [_write_one_check_after_the_other(HOME, write, PARTITIONS) for write in WRITES]
+    assert None in answers
+    assert {type(answer).__name__ for answer in answers} >= {
+        "PartitionMismatchError",
+        "KeyTooLargeError",
+        "ValueTooLargeError",
+        "InvalidArgumentError",
+    }
+
+
+@pytest.mark.parametrize("request_", WRITES, ids=lambda r: type(r).__name__)
+@pytest.mark.parametrize("partition_count", [PARTITIONS, 1, 6, 0])
+def test_admitting_a_write_answers_as_validation_then_the_partition_check(
+    request_: Message, partition_count: int
+) -> None:
+    expected = _write_one_check_after_the_other(HOME, request_, partition_count)
+    try:
+        admit_write(HOME, request_, partition_count)
+        got: PegasusError | None = None
+    except PegasusError as error:
+        got = error
+    if expected is None:
+        assert got is None
+    else:
+        assert type(got) is type(expected) and str(got) == str(expected)

@@ -14,7 +14,7 @@ import pytest
 
 from pegasus_kv.core.codec import Decoded
 from pegasus_kv.core.errors import NotPrimaryError, ShuttingDownError
-from pegasus_kv.core.messages import GetRequest, GetResponse
+from pegasus_kv.core.messages import GetRequest, GetResponse, SetRequest
 from pegasus_kv.replication.rpc_server import HandlerResult, PendingReply, RpcServer, ServerLimits
 from pegasus_kv.replication.transport import Connection
 from tests.unit.test_transport_support import HOST, get, on_both_loops, run, wait_until
@@ -125,6 +125,29 @@ def test_a_reply_completed_before_its_handler_returns_it_still_reaches_the_calle
             connection = await Connection.open(server.address, connect_timeout_s=2.0)
             calls = [connection.call(get(b"k%d" % i), timeout_s=5.0) for i in range(3)]
             assert await asyncio.gather(*calls) == [GetResponse(b"ready before it was returned")] * 3
+            await connection.close()
+
+    run(loop_name, story())
+
+
+@on_both_loops
+def test_a_routed_message_type_goes_to_its_own_handler_and_the_rest_to_the_default(loop_name: str) -> None:
+    def by_default(request: Decoded, peer: str) -> HandlerResult:
+        return GetResponse(b"the default handler")
+
+    def routed(request: Decoded, peer: str) -> HandlerResult:
+        assert isinstance(request.message, SetRequest)
+        reply = PendingReply()  # a routed handler answers like any other, later included
+        reply.set_result(GetResponse(b"the set handler: " + request.message.value))
+        return reply
+
+    async def story() -> None:
+        async with RpcServer(by_default, HOST, 0, routes={SetRequest: routed}) as server:
+            connection = await Connection.open(server.address, connect_timeout_s=2.0)
+            assert await connection.call(SetRequest(b"h", b"s", b"v"), timeout_s=5.0) == GetResponse(
+                b"the set handler: v"
+            )
+            assert await connection.call(get(b"k"), timeout_s=5.0) == GetResponse(b"the default handler")
             await connection.close()
 
     run(loop_name, story())
