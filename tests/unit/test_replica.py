@@ -354,3 +354,44 @@ def test_a_learner_with_an_old_uncommitted_tail_holds_no_prepare_that_recovery_c
     assert prepare(4) == ([], [PrepareOutcome.FULL])  # would sit on the stale tail: refused
     assert prepare(7) == ([7], [PrepareOutcome.OK])  # beyond the log's end: held
     assert prepare(1) == ([1], [PrepareOutcome.OK])  # continues what it learned: held
+
+
+def test_writes_queue_quietly_only_while_a_round_fills_the_window() -> None:
+    primary = primary_of("r2", options=ReplicaOptions(max_inflight_mutations=1, max_queued_writes=3))
+    # The window has room: queueing alone is not all on_client_writes would do.
+    assert not primary.queue_writes([QueuedWrite(1, put("a"), 100, 10)])
+    assert primary.queued_writes == 0
+    first = primary.on_client_writes([QueuedWrite(1, put("a"), 100, 10)])
+    assert [m.decree for m in first.persist] == [2]
+    # d2 fills the window: later writes only wait in the queue.
+    assert primary.queue_writes([QueuedWrite(2, put("b"), 100, 10), QueuedWrite(3, put("c"), 100, 10)])
+    assert primary.queued_writes == 2
+    # One more than the queue holds would be refused BUSY: that is a reply, so not quiet.
+    assert not primary.queue_writes([QueuedWrite(4, put("d"), 100, 10), QueuedWrite(5, put("e"), 100, 10)])
+    assert primary.queued_writes == 2
+    durable(primary, first)
+    ready = primary.on_message("r2", ack(2))
+    # The quietly queued writes leave as the next mutation, as if on_client_writes had queued them.
+    assert [a.mutation.decree for a in ready.apply] == [2]
+    assert [(m.decree, m.writes) for m in ready.persist] == [(3, [put("b"), put("c")])]
+    durable(primary, ready)
+    assert [a.tokens for a in primary.on_message("r2", ack(3)).apply] == [(2, 3)]
+
+
+def test_only_a_replica_that_is_not_primary_takes_a_durability_report_quietly() -> None:
+    primary = primary_of("r2")
+    ready = primary.on_client_write(1, put("a"), timestamp_us=100)
+    primary.on_message("r2", ack(2))
+    last = ready.persist[-1]
+    assert not primary.log_durable_quietly(last.ballot, last.decree)  # it commits on durability
+    assert [a.mutation.decree for a in durable(primary, ready).apply] == [2]
+
+    secondary = Replica(GPID, "r2", OPTIONS)
+    secondary.on_lease(1000)
+    secondary.on_config(config(1, "r1", "r2"))
+    mutation = Mutation(ballot=1, decree=1, timestamp_us=100, writes=[])
+    prepared = secondary.on_message("r1", Prepare(GPID, config(1, "r1", "r2"), mutation, 0))
+    assert prepared.persist == [mutation]
+    assert secondary.last_durable_decree == 0
+    assert secondary.log_durable_quietly(1, 1)
+    assert secondary.last_durable_decree == 1

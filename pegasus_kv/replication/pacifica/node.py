@@ -299,8 +299,12 @@ class ReplicaNode:
         return self._end()
 
     def on_client_writes(self, gpid: Gpid, writes: Sequence[QueuedWrite]) -> NodeReady:
-        out = self._begin()
+        if self._out is not None:
+            violated(f"{self}: event entered while another event runs")
         replica = self._replicas.get(gpid)
+        if replica is not None and replica.queue_writes(writes):
+            return NodeReady()  # only queued behind the round in flight: nothing to execute
+        out = self._begin()
         if replica is None:
             ready = Ready()
             ready.replies.extend(ClientReply(write.token, ErrorCode.NOT_PRIMARY) for write in writes)
@@ -340,8 +344,12 @@ class ReplicaNode:
 
     def on_log_durable(self, gpid: Gpid, ballot: int, decree: int) -> NodeReady:
         # _route, inlined: once per durable log group of every replica.
-        self._begin()
+        if self._out is not None:
+            violated(f"{self}: event entered while another event runs")
         replica = self._replicas.get(gpid)
+        if replica is not None and replica.log_durable_quietly(ballot, decree):
+            return NodeReady()  # a secondary's (or learner's): nothing to execute
+        self._begin()
         if replica is not None:
             self._collect(gpid, replica.on_log_durable(ballot, decree))
         return self._end()

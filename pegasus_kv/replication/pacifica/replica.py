@@ -344,6 +344,39 @@ class Replica:
         if admitted:
             self._pump_writes()
 
+    def queue_writes(self, writes: Sequence[QueuedWrite]) -> bool:
+        """Queue `writes` when that is ALL on_client_writes(writes) would do, and say so; otherwise
+        change nothing and return False (then run on_client_writes).
+
+        Under load most client-write events find a round in flight: on_client_writes would admit
+        every write and its _pump_writes would prepare nothing, so its Ready is empty. This does the
+        same without building and checking an event's output (cProfile, YCSB A at 192 tasks: ~4.5 of
+        the ~12 core events per mutation). The replica's invariants (_check_invariants) do not read
+        the write queue, so they hold after this as they held before; push_many checks its own.
+        """
+        if self._out is not None:
+            violated(f"{self}: event entered while another event runs")
+        ps = self._primary
+        if (
+            ps is None
+            or self._recovered_apply  # the first event's Ready must hand these out
+            or self._status != _PRIMARY
+            or self._now >= self._lease_until  # lease_valid(self._now), inlined
+            or not self._enough_members()
+        ):
+            return False
+        queue = ps.write_queue
+        if len(writes) > queue.max_writes - len(queue):
+            return False  # some would be refused BUSY: a reply to make
+        plist = self.plist
+        uncommitted = plist.max_decree - plist.last_committed_decree
+        # _pump_writes prepares nothing while the window is full or the prepare list has no room
+        # (has_room_for(max_decree + 1), inlined: uncommitted + 1 <= capacity).
+        if uncommitted < self.options.max_inflight_mutations and uncommitted < plist.capacity:
+            return False
+        queue.push_many(writes)
+        return True
+
     def _refuse_writes(self, writes: Sequence[QueuedWrite], code: ErrorCode) -> None:
         replies = self._o.replies
         for write in writes:
@@ -389,10 +422,31 @@ class Replica:
     @_event
     def on_log_durable(self, ballot: int, decree: int) -> None:
         """The log is durable through the appended mutation (ballot, decree) and all before it."""
+        if self._mark_durable(ballot, decree) and self._status == _PRIMARY:
+            self._try_commit()
+
+    def log_durable_quietly(self, ballot: int, decree: int) -> bool:
+        """on_log_durable(ballot, decree) when it has no output to give, i.e. on any replica but a
+        primary (only a primary commits on durability): marks the log durable and returns True.
+        Otherwise changes nothing and returns False (then run on_log_durable).
+
+        A secondary gets one such event per mutation: this skips building and checking an event's
+        output for it. The replica's invariants (_check_invariants) do not read what is unsynced, so
+        they hold after this as they held before.
+        """
+        if self._out is not None:
+            violated(f"{self}: event entered while another event runs")
+        if self._status == _PRIMARY or self._recovered_apply:
+            return False
+        self._mark_durable(ballot, decree)
+        return True
+
+    def _mark_durable(self, ballot: int, decree: int) -> bool:
+        """Forget the appends up to (ballot, decree); False if none was waiting for it."""
         key = (ballot, decree)
         counts = self._unsynced_count
         if key not in counts:
-            return  # reported twice, or for an append this incarnation did not make
+            return False  # reported twice, or for an append this incarnation did not make
         unsynced = self._unsynced
         while unsynced:
             head = unsynced.popleft()
@@ -403,8 +457,7 @@ class Replica:
                 del counts[head]
             if head == key:
                 break
-        if self._status == _PRIMARY:
-            self._try_commit()
+        return True
 
     @_event
     def on_config(self, config: PartitionConfiguration) -> None:
@@ -646,7 +699,11 @@ class Replica:
 
     def _enough_members(self) -> bool:
         config = self._config
-        return config is not None and len(config.members) >= self.options.min_replica_count
+        # len(config.members), counted without building that tuple (a property): ~7 calls per mutation.
+        return (
+            config is not None
+            and (1 if config.primary else 0) + len(config.secondaries) >= self.options.min_replica_count
+        )
 
     def _refuse_queued(self, code: ErrorCode) -> None:
         ps = self._primary

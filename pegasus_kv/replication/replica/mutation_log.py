@@ -371,8 +371,10 @@ class MutationLog:
             self._fail(batch, failure)
             return
         # The next batch goes to the thread before this one's appends are told, so the disk is busy
-        # while their callbacks run.
-        self._start_batch()
+        # while their callbacks run. (Nothing queued and nobody waiting for idle, the usual case at
+        # a mutation in flight: _start_batch would do nothing; a call less per mutation.)
+        if self._pending or self._idle_waiters:
+            self._start_batch()
         if self._room_waiters:
             self._wake(self._room_waiters)
         for pending in batch:

@@ -450,7 +450,8 @@ class ReplicaRuntime:
             return
         self._durable_groups.append(group)
         self._report_durable()
-        self._submit_queued()
+        if self._persist_queue:  # usually empty: each persist submits at once (a call per mutation)
+            self._submit_queued()
 
     def _report_durable(self) -> None:
         """Report durable groups in order; one with a ballot above the recorded one waits for it to be
@@ -474,8 +475,12 @@ class ReplicaRuntime:
             self.persisted_batches += 1
             while self._held and self._held[0][0] <= self._durable_count:
                 self._host.send_to_peer(self._held.popleft()[1])
-            for mutation in _durable_reports(group):
+            if len(group) == 1:  # _durable_reports' usual case, without the call: once per mutation
+                mutation = group[0]
                 self._host.on_log_durable(self, mutation.ballot, mutation.decree)
+            else:
+                for mutation in _durable_reports(group):
+                    self._host.on_log_durable(self, mutation.ballot, mutation.decree)
 
     def _ballot_recorded(self, ballot: int, recorded: asyncio.Future[None]) -> None:
         self._recording_ballot = False
