@@ -680,7 +680,7 @@ class ReplicaServer:
             if gpid is None:
                 raise InvalidArgumentError("a data request must name its partition (gpid)")
             node = self._node
-            assert node is not None  # _handle answers ShuttingDownError before
+            assert node is not None  # checked on entry
             if gpid not in self._runtimes or node.replica(gpid) is None:
                 raise NotPrimaryError(f"partition {gpid} is not served here")
             count = self._partition_counts.get(gpid.app_id)
@@ -728,7 +728,7 @@ class ReplicaServer:
             if gpid is None:
                 raise InvalidArgumentError("a data request must name its partition (gpid)")
             node = self._node
-            assert node is not None  # _handle answers ShuttingDownError before
+            assert node is not None  # checked on entry
             runtime = self._runtimes.get(gpid)
             if runtime is None:
                 raise NotPrimaryError(f"partition {gpid} is not served here")
