@@ -667,7 +667,8 @@ class ReplicaServer:
         (a PendingReply the waiter table completes: no future, no done-callback). Its latency and
         errors are counted per operation and table: once the write waits, the waiter table tells
         the meter how it ended (write_waiters.py), cheaper than a done-callback. One function, not
-        a metering wrapper around the write: a call less per client write."""
+        a metering wrapper around the write: a call less per client write. Its entry checks and
+        metering preamble are _client_read's, repeated on purpose: keep the two in step."""
         if self._node is None or self._stopping:  # what _handle answers first
             raise ShuttingDownError("the replica server is not serving")
         request = decoded.message
@@ -715,7 +716,9 @@ class ReplicaServer:
 
     def _client_read(self, decoded: Decoded, peer: str) -> Message | Awaitable[Message]:
         """Admit and serve a client read; its latency and errors counted per operation and table.
-        The metering is inlined, not a wrapper around the read: a call less per client read."""
+        The metering is inlined, not a wrapper around the read: a call less per client read. Its
+        entry checks and metering preamble are _metered_write's, repeated on purpose: keep them in
+        step."""
         if self._node is None or self._stopping:  # what _handle answers first
             raise ShuttingDownError("the replica server is not serving")
         request = decoded.message
